@@ -49,7 +49,11 @@ class Schema:
                 if spec.required:
                     raise UserError(f"is missing; expected {_expect(spec)}.", path, where)
                 default = spec.default
-                out[key] = default() if callable(default) else default
+                default = default() if callable(default) else default
+                if isinstance(spec.kind, Schema):
+                    # A missing sub-mapping still gets its own defaults.
+                    default = spec.kind.validate(default or {}, path, where)
+                out[key] = default
                 continue
             out[key] = validate_value(spec, data[key], path, where)
         return out

@@ -1,0 +1,235 @@
+"""The build engine: run one component's build in its sandbox and capture its output.
+
+Kill-safety: everything happens in cache/work/<dist>/<component>/ (wiped at the
+start of every build). Only after the build succeeded is the captured output
+moved into cache/stage/<dist>/<component>/ by renames, and the key written last;
+a build killed at any point leaves either the previous complete output or no
+key at all, and both make the next run rebuild exactly this component.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from doit.exceptions import TaskFailed
+
+from . import manifest, sandbox
+from .download import cached
+from .errors import UserError
+
+LOG_TAIL = 40
+
+
+def say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_component(comp):
+    stamp = comp.stamp()
+    from .stamp import REASONS
+    reason = REASONS.pop(comp.task, None) or stamp.why()
+    say(f"{comp.task}: building ({reason}); log: {comp.log_path}")
+    started = time.time()
+    try:
+        fetched = prepare_work(comp)
+        stamp = comp.stamp(fetched)
+        status = run_sandboxed(comp)
+        if status != 0:
+            return _failure(comp, status)
+        entries = manifest.scan_tree(comp.work_dir / "upper")
+        check_overwrites(comp, entries)
+        digest = publish(comp, entries, started, fetched)
+    except UserError as exc:
+        _log(comp.log_path, exc.render())
+        return TaskFailed(f"{comp.task}: {exc.render()}\nlog: {comp.log_path}")
+    stamp.write(manifest=digest, seconds=round(time.time() - started, 1))
+    shutil.rmtree(comp.work_dir, ignore_errors=True)
+    say(f"{comp.task}: done in {_duration(time.time() - started)}, "
+        f"{sum(1 for e in entries if e['type'] == 'file')} files")
+    return True
+
+
+def prepare_work(comp):
+    """Fresh work folder: sources unpacked, patches and script in place."""
+    work = comp.work_dir
+    if work.exists():
+        _force_rmtree(work)
+    for sub in ("src", "build", "upper", "ovwork", "merged", "meta", "patches"):
+        (work / sub).mkdir(parents=True)
+    comp.log_path.parent.mkdir(parents=True, exist_ok=True)
+    comp.log_path.write_text(f"# {comp.task} {comp.recipe.version} started "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fetched = {}
+    for src in comp.recipe.sources:
+        hit = cached(src, comp.cfg)
+        if hit is None:
+            raise UserError(f"source {src.id} is not in the download cache.",
+                            comp.recipe.path, "sources", f"Run `doit fetch` first.")
+        fetched[src.id] = hit.alternative
+        (work / "meta" / f"{src.id}.alternative").write_text(hit.alternative.file)
+        dest = work / "src" / src.dest if src.dest else work / "src"
+        if src.extract:
+            unpack(hit.path, dest, hit.alternative.inner, work)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(hit.path, dest / hit.alternative.file)
+    for i, patch in enumerate(comp.recipe.patches):
+        shutil.copy2(patch, work / "patches" / f"{i:03d}-{patch.name}")
+    (work / "build.sh").write_text(comp.script())
+    return fetched
+
+
+def unpack(archive, dest, inner, work):
+    """Unpack a tarball into dest, dropping its single top-level folder."""
+    tmp = work / f".unpack-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _tar(archive, tmp)
+    if inner:
+        found = [p for p in tmp.rglob(inner) if p.is_file()]
+        if not found:
+            raise UserError(f"{Path(archive).name} holds no file named {inner}.", field="inner")
+        nested = work / f".inner-{os.getpid()}"
+        nested.mkdir()
+        _tar(found[0], nested)
+        shutil.rmtree(tmp)
+        tmp = nested
+    top = list(tmp.iterdir())
+    root = top[0] if len(top) == 1 and top[0].is_dir() else tmp
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not any(dest.iterdir()):
+        dest.rmdir()
+    if dest.exists():
+        for item in root.iterdir():
+            os.rename(item, dest / item.name)
+    else:
+        os.rename(root, dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tar(archive, into):
+    proc = subprocess.run(["tar", "-xf", str(archive), "-C", str(into), "--no-same-owner"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"cannot unpack {archive}: {proc.stderr.strip()[-400:]}")
+
+
+def run_sandboxed(comp):
+    work = comp.work_dir
+    cfg = comp.cfg
+    stage = cfg.cache / "stage"
+    own = sandbox.Overlay(work / "merged",
+                          [stage / comp.dist.name / d / "tree" for d in reversed(comp.local_deps)],
+                          upper=work / "upper", work=work / "ovwork")
+    overlays = [(own, comp.dist.prefix, True)]
+    for used in comp.used_dists:
+        dist = cfg.distributions[used]
+        lowers = [stage / used / c / "tree" for c in reversed(dist.components)]
+        overlays.append((sandbox.Overlay(work / "used" / used, lowers), dist.prefix, False))
+    argv = sandbox.command(
+        overlays=overlays,
+        mounts=[(work / "src", sandbox.SRC, True), (work / "build", sandbox.BUILD, True)],
+        binds=[(work / "build.sh", "/dappdeps/build.sh"), (work / "meta", "/dappdeps/meta"),
+               (work / "patches", "/dappdeps/patches")],
+        env=comp.environment(), argv=["/bin/bash", "/dappdeps/build.sh"],
+        network=comp.recipe["network"], scratch=work, base=cfg.cache)
+    return sandbox.run(argv, comp.log_path)
+
+
+def check_overwrites(comp, entries):
+    """A path of a dependency may only be rewritten by a component that replaces it."""
+    owners = {}
+    for dep in comp.local_deps:
+        path = comp.cfg.cache / "stage" / comp.dist.name / dep / "manifest.json"
+        for entry in manifest.load(path)["entries"]:
+            if entry["type"] != "dir":
+                owners[entry["path"]] = dep
+    for entry in entries:
+        owner = owners.get(entry["path"])
+        if entry["type"] != "dir" and owner and owner not in comp.recipe.replaces:
+            verb = "deleted" if entry["type"] == "whiteout" else "installed again"
+            raise UserError(
+                f"the same path {entry['path']} is {verb} by '{comp.name}' but belongs to its "
+                f"dependency '{owner}'.", comp.recipe.path, "replaces",
+                f"If '{comp.name}' is meant to reinstall it, add '{owner}' to replaces.")
+
+
+def publish(comp, entries, started, fetched):
+    """Move the captured output into the stage by renames; returns the manifest digest."""
+    stage_dir = comp.stage_dir
+    new = stage_dir.with_name(f".{comp.name}.new")
+    old = stage_dir.with_name(f".{comp.name}.old")
+    for leftover in (new, old):
+        if leftover.exists():
+            _force_rmtree(leftover)
+    new.mkdir(parents=True)
+    os.rename(comp.work_dir / "upper", new / "tree")
+    r = comp.recipe
+    doc = {
+        "format": manifest.FORMAT, "component": comp.name, "distribution": comp.dist.name,
+        "version": r.version, "prefix": comp.dist.prefix, "license": r.license,
+        "replaces": list(r.replaces),
+        "sources": [{"file": a.file, "sha256": a.sha256, "urls": list(a.urls)} for a in fetched.values()],
+        "entries": entries,
+    }
+    text = manifest.dumps(doc)
+    manifest.write_atomic(new / "manifest.json", text)
+    manifest.write_atomic(new / "build.json", manifest.dumps({
+        "seconds": round(time.time() - started, 1), "jobs": comp.cfg.jobs,
+        "started": int(started), "finished": int(time.time())}))
+    if stage_dir.exists():
+        os.rename(stage_dir, old)
+    os.rename(new, stage_dir)
+    if old.exists():
+        _force_rmtree(old)
+    return manifest.digest_of(text)
+
+
+def _failure(comp, status):
+    tail = _tail(comp.log_path, LOG_TAIL)
+    hint = ""
+    outside = [line for line in tail if "Read-only file system" in line
+               or ("cannot create" in line and "No such file or directory" in line)
+               or "Directory nonexistent" in line]
+    if outside:
+        hint = ("\nThe build tried to write outside its sandbox: only $PREFIX "
+                f"({comp.dist.prefix}), $SRCDIR, $BUILDDIR and /tmp are writable; /etc, $HOME, "
+                "the host and other prefixes are not. First such line:\n  " + outside[0].strip())
+    message = (f"{comp.task}: build failed (exit status {status}). Last {len(tail)} lines of "
+               f"{comp.log_path}:\n" + "".join("  | " + line for line in tail) + hint +
+               f"\nFull log: {comp.log_path}\nWork folder kept for inspection: {comp.work_dir}")
+    say(message)
+    return TaskFailed(message.splitlines()[0] + hint)
+
+
+def _tail(path, count):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            lines = fh.read().decode(errors="replace").splitlines(keepends=True)
+    except OSError:
+        return []
+    return lines[-count:]
+
+
+def _log(path, text):
+    with open(path, "a") as fh:
+        fh.write(text + "\n")
+
+
+def _duration(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.1f} s"
+
+
+def _force_rmtree(path):
+    # Builds may leave read-only folders (e.g. Go module caches, `chmod -w`).
+    def onerror(func, p, _exc):
+        os.chmod(p, 0o700)
+        os.chmod(os.path.dirname(p), 0o700)
+        func(p)
+    shutil.rmtree(path, onerror=onerror)

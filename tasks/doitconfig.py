@@ -1,0 +1,26 @@
+"""doit settings shared by dodo.py and the nightly command."""
+import signal
+
+from .project import project
+
+project.cache.mkdir(parents=True, exist_ok=True)
+
+DOIT_CONFIG = {
+    # The default dbm flavour differs between Python builds and corrupts when two
+    # runs overlap; sqlite3 is portable. Completion of expensive tasks does not
+    # rely on it anyway (see tasks/stamp.py).
+    "backend": "sqlite3",
+    "dep_file": str(project.cache / "doit.sqlite3"),
+    "default_tasks": ["check-host", "fetch", "build", "assemble"],
+    # Builds run in sandboxes (separate processes); threads avoid pickling tasks.
+    "par_type": "thread",
+    "sort": "definition",
+    "verbosity": 1,
+}
+
+
+def install_signal_handlers():
+    """SIGTERM (schedulers, `timeout`) acts like Ctrl-C: doit saves what finished."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
