@@ -191,9 +191,10 @@ def publish(comp, entries, started, fetched):
 def _failure(comp, status):
     tail = _tail(comp.log_path, LOG_TAIL)
     hint = ""
+    root = comp.cfg.prefix_root + "/"
     outside = [line for line in tail if "Read-only file system" in line
-               or ("cannot create" in line and "No such file or directory" in line)
-               or "Directory nonexistent" in line]
+               or (("No such file or directory" in line or "Directory nonexistent" in line)
+                   and (sandbox.HOME in line or (root in line and comp.dist.prefix not in line)))]
     if outside:
         hint = ("\nThe build tried to write outside its sandbox: only $PREFIX "
                 f"({comp.dist.prefix}), $SRCDIR, $BUILDDIR and /tmp are writable; /etc, $HOME, "
