@@ -29,6 +29,9 @@ mkdir -p /etc/containers
 CONF=/etc/containers/containers.conf
 WANT=$'[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n'
 if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "${WANT%$'\n'}" ]; then
+    if [ -f "$CONF" ] && [ ! -f "$CONF.before-dappdeps" ]; then
+        cp -p "$CONF" "$CONF.before-dappdeps"
+    fi
     printf '%s' "$WANT" > "$CONF"
 fi
 

@@ -24,7 +24,6 @@ import os
 import platform
 import queue
 import re
-import stat
 import threading
 import time
 from pathlib import Path
@@ -55,6 +54,9 @@ RUNTIME_EXCLUDE = [
     "lib/libssp*",
 ]
 RUNTIME_IMAGE = {"include": RUNTIME_INCLUDE, "exclude": RUNTIME_EXCLUDE}
+
+# Bump when the exported bytes change for the same inputs: every image is exported again.
+EXPORTER_VERSION = "1"
 
 LABEL_PREFIX = "io.dappdeps"    # io.dappdeps.component.<name> = <version>, ...
 
@@ -206,13 +208,26 @@ def _split_name(raw):
     return None
 
 
+_ZERO8 = b"0000000\0"
+_MAGIC = b"ustar\x0000"
+_NAMES = b"\0" * 64                # uname, gname: empty
+# checksum of the fields that never vary: uid, gid, the checksum field itself (spaces),
+# magic+version, devmajor, devminor (all other padding is NUL and adds nothing)
+_CONST_SUM = 2 * sum(_ZERO8) + 8 * 32 + sum(_MAGIC) + 2 * sum(_ZERO8)
+_MTIMES = {}
+
+
 def _ustar(name, prefix, size, mode, mtime, typeflag, linkname=b""):
-    head = b"".join((
-        name.ljust(100, b"\0"), _octal(mode, 8), b"0000000\0", b"0000000\0",
-        _octal(size, 12), _octal(mtime, 12), b"        ", typeflag,
-        linkname.ljust(100, b"\0"), b"ustar\x0000", b"\0" * 64,
-        b"0000000\0", b"0000000\0", prefix.ljust(155, b"\0"), b"\0" * 12))
-    return b"%s%06o\0 %s" % (head[:148], sum(head), head[156:])
+    mode_f = _octal(mode, 8)
+    size_f = _octal(size, 12)
+    mtime_f, mtime_sum = _MTIMES.get(mtime) or _MTIMES.setdefault(
+        mtime, (_octal(mtime, 12), sum(_octal(mtime, 12))))
+    chksum = (_CONST_SUM + mtime_sum + sum(name) + sum(prefix) + sum(linkname) + sum(mode_f)
+              + sum(size_f) + typeflag[0])
+    return b"".join((
+        name.ljust(100, b"\0"), mode_f, _ZERO8, _ZERO8, size_f, mtime_f,
+        b"%06o\0 " % chksum, typeflag, linkname.ljust(100, b"\0"), _MAGIC, _NAMES,
+        _ZERO8, _ZERO8, prefix.ljust(155, b"\0"), b"\0" * 12))
 
 
 def _pax_record(key, value):
@@ -358,11 +373,17 @@ class _LayerStream:
     def file(self, name, mode, size, path):
         header = tar_header(name, size, mode, self.mtime, _FILE)
         pad = b"\0" * (-size % BLOCK)
-        fd = os.open(path, _READ_FLAGS)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            raise UserError(f"cannot read {path} ({exc.strerror}), which the distribution's "
+                            "manifest lists.", hint="Run the assemble task again.") from None
         if size < BIG_FILE:
             try:
+                # one read() of size+1 bytes: a regular file returns all of it up to EOF,
+                # so size+1 bytes back means the file grew, fewer means it shrank
                 data = os.read(fd, size + 1)
-                while len(data) < size + 1:       # short reads: only on exotic filesystems
+                while len(data) < size:
                     more = os.read(fd, size + 1 - len(data))
                     if not more:
                         break
@@ -370,12 +391,16 @@ class _LayerStream:
             finally:
                 os.close(fd)
             if len(data) != size:
-                raise UserError(f"{path} has {len(data)} bytes but the manifest says {size}: "
-                                "the tree changed since the distribution was assembled.",
+                raise UserError(f"{path} has {len(data)}{'+' if len(data) > size else ''} "
+                                f"bytes but the manifest says {size}: the tree changed since "
+                                "the distribution was assembled.",
                                 hint="Run the assemble task again.")
-            self._add(header)
-            self._add(data)
-            self._add(pad)
+            self.pending += header
+            self.pending += data
+            self.pending += pad
+            self.size += len(header) + size + len(pad)
+            if len(self.pending) >= FLUSH_AT:
+                self._flush()
             return
         try:
             real = os.fstat(fd).st_size
@@ -467,7 +492,7 @@ def normalized_name(repository, tag):
 
 # ---- export ------------------------------------------------------------------------
 def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("**",),
-                 exclude=(), source_date_epoch=0, labels=None, title=None):
+                 exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True):
     """Write out_tar (docker-archive + OCI layout) and, next to it, <stem>.json and
     <stem>.digest. Returns the result dict (also the content of <stem>.json).
 
@@ -476,6 +501,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
                    None = the folder named after the distribution next to the manifest
     include/exclude  globs on prefix-relative paths; parents of included paths are kept
     labels         extra (or overriding) image labels, e.g. org.opencontainers.image.source
+    title          org.opencontainers.image.title (default: last part of repository)
+    fsync          flush the tar to disk before renaming it into place (crash safety)
     """
     manifest_path = Path(manifest_path)
     out_tar = Path(out_tar)
@@ -503,7 +530,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     try:
         result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,
                               all_labels)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -512,10 +540,10 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     os.replace(tmp, out_tar)
     result["size"] = out_tar.stat().st_size
     result["dangling_links"] = dangling_links(entries)[:20]
-    stem = out_tar.with_suffix("")
-    write_atomic(stem.with_name(stem.name + ".json"),
+    stem = out_tar.name[:-4] if out_tar.name.endswith(".tar") else out_tar.name
+    write_atomic(out_tar.with_name(stem + ".json"),
                  json.dumps(result, sort_keys=True, indent=1) + "\n")
-    write_atomic(stem.with_name(stem.name + ".digest"), result["digest"] + "\n")
+    write_atomic(out_tar.with_name(stem + ".digest"), result["digest"] + "\n")
     return result
 
 
@@ -536,6 +564,7 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
     _write_all(fd, b"\0" * BLOCK)
     stream = _LayerStream(fd, epoch)
     files = 0
+    stage = str(stage_dir)
     try:
         parts = prefix.split("/")
         for i in range(1, len(parts) + 1):
@@ -548,7 +577,7 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
             elif kind == "symlink":
                 stream.symlink(name, e["target"])
             elif kind == "file":
-                src = stage_dir / e["component"] / "tree" / e["path"]
+                src = f"{stage}/{e['component']}/tree/{e['path']}"
                 stream.file(name, e.get("mode", 0o644), e["size"], src)
                 files += 1
             else:

@@ -22,6 +22,7 @@ import pytest
 from tasks import manifest
 
 BUSYBOX = "/bin/busybox"
+LONG_PATH = "share/" + "/".join(["a-rather-long-folder-name-%02d" % i for i in range(9)]) + "/file.txt"
 EPOCH = 1700000000
 
 HELLO_C = r"""
@@ -133,7 +134,9 @@ def demo_stage(cache, dist="fx", version="1.0", workdir=None):
                  "lib/gconv/UTF-16.so": b"gconv\n",
                  "lib/gconv/gconv-modules": "module x\n",
                  "lib/locale/locale-archive": b"\0" * 4096,
-                 "include/fx.h": "int fx(void);\n"},
+                 "include/fx.h": "int fx(void);\n",
+                 LONG_PATH: "a path longer than ustar's 100 + 155 bytes\n",
+                 "share/long-link": ("symlink", "../" + LONG_PATH)},
     }, licenses={"shell": "GPL-2.0-only", "libs": "LGPL-2.1-or-later OR MIT"})
 
 
