@@ -7,6 +7,7 @@ a build killed at any point leaves either the previous complete output or no
 key at all, and both make the next run rebuild exactly this component.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -191,12 +192,9 @@ def publish(comp, entries, started, fetched):
 def _failure(comp, status):
     tail = _tail(comp.log_path, LOG_TAIL)
     hint = ""
-    root = comp.cfg.prefix_root + "/"
-    outside = [line for line in tail if "Read-only file system" in line
-               or (("No such file or directory" in line or "Directory nonexistent" in line)
-                   and (sandbox.HOME in line or (root in line and comp.dist.prefix not in line)))]
+    outside = [line for line in tail if _outside_write(line, comp.dist.prefix)]
     if outside:
-        hint = ("\nThe build tried to write outside its sandbox: only $PREFIX "
+        hint = ("\nThe build wrote (or tried to) outside its sandbox: only $PREFIX "
                 f"({comp.dist.prefix}), $SRCDIR, $BUILDDIR and /tmp are writable; /etc, $HOME, "
                 "the host and other prefixes are not. First such line:\n  " + outside[0].strip())
     message = (f"{comp.task}: build failed (exit status {status}). Last {len(tail)} lines of "
@@ -204,6 +202,20 @@ def _failure(comp, status):
                f"\nFull log: {comp.log_path}\nWork folder kept for inspection: {comp.work_dir}")
     say(message)
     return TaskFailed(message.splitlines()[0] + hint)
+
+
+_DENIED = re.compile(r"(/[^\s:'\"]+)'?: (Read-only file system|No such file or directory|Directory nonexistent)")
+
+
+def _outside_write(line, prefix):
+    match = _DENIED.search(line)
+    if not match:
+        return False
+    path = match.group(1)
+    if match.group(2) == "Read-only file system":
+        return True
+    writable = (prefix + "/", sandbox.SRC + "/", sandbox.BUILD + "/", "/tmp/")
+    return not path.startswith(writable) and not path.startswith(("/usr/", "/bin/", "/lib"))
 
 
 def _tail(path, count):

@@ -103,7 +103,7 @@ def test_sigkill_mid_compile_rebuilds_only_that_component(tmp_path):
 
 def test_writing_outside_the_sandbox_fails_clearly(tmp_path):
     proj = demo_project(tmp_path)
-    for target in ("/etc/dappdeps-test", "$HOME/.config", "/.dapp/other/x"):
+    for target in ("/etc/dappdeps-test", "$HOME/.config", "/.dapp/test/other/1.0/x"):
         recipe = dict(proj.recipes["libgreet"], build="script", script=f"echo x > {target}\n")
         proj.write_recipe(recipe)
         run = run_doit(proj.root / "config.yaml")
