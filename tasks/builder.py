@@ -204,7 +204,7 @@ def _failure(comp, status):
     return TaskFailed(message.splitlines()[0] + hint)
 
 
-_DENIED = re.compile(r"(/[^\s:'\"]+)'?: (Read-only file system|No such file or directory|Directory nonexistent)")
+_DENIED = re.compile(r"(?:^|[\s'\"`])(/[^\s:'\"]+)'?: (Read-only file system|No such file or directory|Directory nonexistent)")
 
 
 def _outside_write(line, prefix):
