@@ -11,7 +11,7 @@ DOIT_CONFIG = {
     # rely on it anyway (see tasks/stamp.py).
     "backend": "sqlite3",
     "dep_file": str(project.cache / "doit.sqlite3"),
-    "default_tasks": ["check-host", "fetch", "build", "assemble", "image", "legal", "load"],
+    "default_tasks": ["check-host", "fetch", "build", "assemble", "check", "image", "legal", "load"],
     # Builds run in sandboxes (separate processes); threads avoid pickling tasks.
     "par_type": "thread",
     "sort": "definition",

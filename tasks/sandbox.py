@@ -78,7 +78,8 @@ def host_binds():
     return args
 
 
-def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scratch, base="/"):
+def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scratch, base="/",
+            host=True):
     """The full argv: unshare -m sh -c '<mount overlays>; exec bwrap ... argv'.
 
     overlays: [(Overlay, prefix_in_sandbox, writable)]
@@ -86,6 +87,8 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
     binds:    extra read-only files [(host_path, sandbox_path)]
     scratch:  a host folder for mount points and the empty lower layer
     base:     folder the mount script runs in; overlay paths are made relative to it
+    host:     bind the host's /usr, /etc, ... read-only (False: an empty root, like
+              a FROM-scratch container with only the prefixes mounted)
     """
     scratch = Path(scratch)
     empty = scratch / "empty"
@@ -95,7 +98,8 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
           "--hostname", "dappdeps", "--tmpfs", "/"]
     if not network:
         bw.append("--unshare-net")
-    bw += host_binds()
+    if host:
+        bw += host_binds()
     bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for i, (overlay, target, writable) in enumerate(overlays):
         overlay.mountpoint.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def demo_project(root, base_url=None):
     proj = FixtureProject(root, base_url)
     proj.add_package("libgreet", "1.0", LIBGREET)
     proj.add_package("hello", "1.0", HELLO, depends=["libgreet"],
-                     smoke=["hello | grep -q 'hello: GREETING'"])
+                     smoke=["hello", "$PREFIX/bin/hello"])
     proj.add_distribution("demo", ["hello", "libgreet"])
     proj.write_config()
     return proj
