@@ -1,22 +1,44 @@
 """dappdeps pipeline: `doit list` shows the stages, `doit` runs them all.
 
-Stages (one module each under tasks/):
-  check-host   host tools for the sandboxed builds     tasks/hostcheck.py
-  fetch        download + verify sources              tasks/stage_fetch.py
-  build        compile components in sandboxes         tasks/stage_build.py
-  assemble     lay a distribution's outputs together   tasks/stage_build.py
-  check        ELF audit + smoke tests, empty root     tasks/stage_checks.py
-  image        export images (docker-archive + OCI)    tasks/stage_images.py
-  legal        SBOM + license texts per image          tasks/legal.py
-  load         load them into a Docker-API engine      tasks/stage_images.py
-Unattended runs: bin/nightly (lock, report, SBOM; docs/nightly.md).
+Each stage is one module under tasks/; this file only puts them in order.
+Unattended runs: bin/nightly (lock, report; docs/nightly.md).
 """
+from tasks import hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_images
 from tasks.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
-from tasks.hostcheck import task_check_host  # noqa: F401
-from tasks.legal import task_legal  # noqa: F401
-from tasks.stage_build import task_assemble, task_build  # noqa: F401
-from tasks.stage_checks import task_check  # noqa: F401
-from tasks.stage_fetch import task_fetch  # noqa: F401
-from tasks.stage_images import task_image, task_load  # noqa: F401
+from tasks.pipeline import adopt_docs
 
+
+def task_check_host():      # host tools for the sandboxed builds
+    return hostcheck.task_check_host()
+
+
+def task_fetch():           # download + verify sources
+    yield from stage_fetch.task_fetch()
+
+
+def task_build():           # compile components in sandboxes
+    yield from stage_build.task_build()
+
+
+def task_assemble():        # lay a distribution's outputs together
+    yield from stage_build.task_assemble()
+
+
+def task_check():           # ELF audit + smoke tests in an empty root
+    yield from stage_checks.task_check()
+
+
+def task_image():           # export images (docker-archive + OCI)
+    yield from stage_images.task_image()
+
+
+def task_legal():           # SBOM + license texts per image
+    yield from legal.task_legal()
+
+
+def task_load():            # load images into a Docker-API engine
+    yield from stage_images.task_load()
+
+
+adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_images, legal)
 install_signal_handlers()
