@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 TARBALL=${1:-$(ls cache/downloads/binutils*2.40*.tar.xz | head -1)}
 WORK=$(mktemp -d /tmp/dappdeps-sbu.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-start=$(date +%s.%N)
+start=$(date +%s%N)
 tar -xf "$TARBALL" -C "$WORK"
 src=$(ls -d "$WORK"/binutils-*)
 mkdir "$WORK/build" && cd "$WORK/build"
@@ -16,5 +16,5 @@ mkdir "$WORK/build" && cd "$WORK/build"
     --disable-nls --enable-gprofng=no --disable-werror > "$WORK/log" 2>&1
 make -j"${JOBS:-2}" >> "$WORK/log" 2>&1
 make install >> "$WORK/log" 2>&1
-end=$(date +%s.%N)
-echo "1 SBU = $(echo "$end - $start" | bc) s (binutils pass 1, make -j${JOBS:-2}, $(nproc) cores)"
+end=$(date +%s%N)
+echo "1 SBU = $(( (end - start) / 1000000000 )) s (binutils pass 1, make -j${JOBS:-2}, $(nproc) cores)"
