@@ -70,7 +70,11 @@ class FixtureProject:
         self.served = self.root / "served"
         self.served.mkdir(parents=True, exist_ok=True)
         (self.root / "recipes").mkdir(exist_ok=True)
-        self.base_url = base_url or self.served.as_uri()
+        if base_url is None:
+            # Sources come through the normal download path, over real HTTP.
+            from httpfixture import serve_directory
+            base_url = serve_directory(self.served)
+        self.base_url = base_url
         self.prefix_root = prefix_root
         self.recipes = {}
         self.distributions = {}
