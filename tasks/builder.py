@@ -6,6 +6,7 @@ moved into cache/stage/<dist>/<component>/ by renames, and the key written last;
 a build killed at any point leaves either the previous complete output or no
 key at all, and both make the next run rebuild exactly this component.
 """
+import fcntl
 import os
 import re
 import shutil
@@ -28,6 +29,24 @@ def say(message):
 
 
 def build_component(comp):
+    # Two doit runs on one cache (a nightly and a developer, say) must not build
+    # the same component into the same work folder: the second waits, then
+    # finds it up to date.
+    lock_path = comp.work_dir.with_name(f".{comp.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"{comp.task}: another run is building it; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if comp.stamp().is_current():
+                say(f"{comp.task}: built by the other run")
+                return True
+        return _build_locked(comp)
+
+
+def _build_locked(comp):
     stamp = comp.stamp()
     from .stamp import REASONS
     reason = REASONS.pop(comp.task, None) or stamp.why()

@@ -11,7 +11,7 @@ DOIT_CONFIG = {
     # rely on it anyway (see tasks/stamp.py).
     "backend": "sqlite3",
     "dep_file": str(project.cache / "doit.sqlite3"),
-    "default_tasks": ["check-host", "fetch", "build", "assemble", "check", "image", "legal", "load"],
+    "default_tasks": None,   # set below: the pipeline of the `default: true` distributions
     # Builds run in sandboxes (separate processes); threads avoid pickling tasks.
     "par_type": "thread",
     "sort": "definition",
@@ -24,3 +24,18 @@ def install_signal_handlers():
     def on_term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+
+
+def default_tasks(cfg):
+    """Everything for the distributions that a plain `doit` builds (default: true)."""
+    tasks = ["check-host"]
+    for dist in cfg.distributions.values():
+        if not dist.default:
+            continue
+        tasks += [f"assemble:{dist.name}", f"check:{dist.name}"]
+        for image in dist.images:
+            tasks += [f"image:{image}", f"legal:{image}", f"load:{image}"]
+    return tasks
+
+
+DOIT_CONFIG["default_tasks"] = default_tasks(project)
