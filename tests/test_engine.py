@@ -80,7 +80,7 @@ def test_sigkill_mid_compile_rebuilds_only_that_component(tmp_path):
             "license": "MIT", "sources": proj.recipes["other"]["sources"], "depends": ["libgreet"],
             "build": "script",
             "script": "touch $SRCDIR/started\nmkdir -p $PREFIX/share\necho half > $PREFIX/share/slow\n"
-                      "sleep 4\necho done > $PREFIX/share/slow\n"}
+                      "sleep 4.31\necho done > $PREFIX/share/slow\n"}
     proj.write_recipe(slow)
     proj.add_distribution("demo", ["hello", "libgreet", "other", "slow"])
     config = proj.write_config()
@@ -91,7 +91,7 @@ def test_sigkill_mid_compile_rebuilds_only_that_component(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # The sandbox died with doit: no build keeps writing into the work folder.
-    assert wait_for(lambda: subprocess.run(["pgrep", "-f", "sleep 4"]).returncode != 0, timeout=10)
+    assert wait_for(lambda: subprocess.run(["pgrep", "-f", "^sleep 4.31$"]).returncode != 0, timeout=10)
     assert not (stage(proj, "slow") / "key.json").exists()
     done = [c for c in ("hello", "libgreet", "other") if (stage(proj, c) / "key.json").exists()]
     assert "libgreet" in done
