@@ -14,6 +14,8 @@ HOST_TOOLS = {
     "bison": "bison", "flex": "flex", "gawk": "gawk", "m4": "m4", "makeinfo": "texinfo",
     "perl": "perl", "python3": "python3", "sed": "sed", "grep": "grep", "diff": "diffutils",
     "find": "findutils", "file": "file", "apt-get": "apt",
+    # Without msgfmt glibc silently leaves out its translations: another output.
+    "msgfmt": "gettext",
 }
 
 
