@@ -19,6 +19,26 @@ DOIT_CONFIG = {
 }
 
 
+def _patient_sqlite():
+    """Let several doit runs share cache/doit.sqlite3 (a nightly, a developer's run):
+    doit opens it with sqlite's 5 s busy timeout, and a run whose final save meets
+    another run's write lock dies with "database is locked". Wait instead."""
+    from doit.dependency import SqliteDB
+    if getattr(SqliteDB, "_dappdeps_patient", False):
+        return
+    open_db = SqliteDB._sqlite3
+
+    def patient(self, name):
+        conn = open_db(self, name)
+        conn.execute("PRAGMA busy_timeout = 600000")
+        return conn
+    SqliteDB._sqlite3 = patient
+    SqliteDB._dappdeps_patient = True
+
+
+_patient_sqlite()
+
+
 def install_signal_handlers():
     """SIGTERM (schedulers, `timeout`) acts like Ctrl-C: doit saves what finished."""
     def on_term(signum, frame):

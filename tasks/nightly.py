@@ -400,21 +400,13 @@ def make_report(cfg, run, tasks, images):
 
 # ---- running doit ---------------------------------------------------------------------------
 def doit_namespace(reporter, parallel):
-    """dodo.py's namespace for ModuleTaskLoader: the nightly's reporter, and legal:<image>
-    among the default tasks even while dodo.py does not wire it."""
+    """dodo.py's namespace for ModuleTaskLoader, with the nightly's reporter. The default
+    tasks are dodo.py's: the pipeline of the `default: true` distributions."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import dodo
-    from . import legal
     namespace = dict(inspect.getmembers(dodo))
-    namespace.setdefault("task_legal", legal.task_legal)
     config = dict(namespace.get("DOIT_CONFIG") or {})
-    defaults = list(config.get("default_tasks") or [])
-    if defaults and "legal" not in defaults:
-        at = defaults.index("image") + 1 if "image" in defaults else len(defaults)
-        defaults.insert(at, "legal")
-    if defaults:
-        config["default_tasks"] = defaults
     config["reporter"] = reporter           # an instance: doit uses it as it is
     if parallel > 1:
         config["par_type"] = "thread"       # builds are subprocesses; no pickling needed
