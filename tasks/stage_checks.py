@@ -116,7 +116,8 @@ _VAR = re.compile(r"\$(\{)?(PREFIX(?:_[A-Z0-9_]+)?)(?(1)\})")
 def smoke_environment(cfg, dist_name):
     chain = [cfg.distributions[n] for n in _chain(cfg, dist_name)]
     env = {"PREFIX": chain[0].prefix, "HOME": "/tmp", "TMPDIR": "/tmp", "LC_ALL": "C.UTF-8",
-           "PATH": ":".join([f"{d.prefix}/bin" for d in chain] + ["/nonexistent/bin"]),
+           "PATH": ":".join([f"{d.prefix}/{sub}" for d in chain for sub in ("bin", "sbin")]
+                            + ["/nonexistent/bin"]),
            "LD_LIBRARY_PATH": HOSTILE_LD_LIBRARY_PATH}
     for d in chain:
         env[f"PREFIX_{d.name.upper().replace('-', '_').replace('.', '_')}"] = d.prefix
