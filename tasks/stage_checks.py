@@ -23,7 +23,7 @@ from . import elf, manifest, sandbox
 from .project import project
 from .stamp import Stamp, uptodate_check
 
-CHECK_VERSION = "1"
+CHECK_VERSION = "2"
 HOSTILE_LD_LIBRARY_PATH = "/nonexistent:/lib"
 
 
