@@ -3,7 +3,8 @@
 Each stage is one module under tasks/; this file only puts them in order.
 Unattended runs: bin/nightly (lock, report; docs/nightly.md).
 """
-from tasks import hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_images
+from tasks import (hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_image_checks,
+                   stage_images)
 from tasks.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
 from tasks.pipeline import adopt_docs
 
@@ -40,5 +41,10 @@ def task_load():            # load images into a Docker-API engine
     yield from stage_images.task_load()
 
 
-adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_images, legal)
+def task_check_images():    # smoke tests in busybox/Debian/... containers
+    yield from stage_image_checks.task_check_images()
+
+
+adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_images, legal,
+           stage_image_checks)
 install_signal_handlers()

@@ -32,7 +32,14 @@ DISTRIBUTION = Schema({
     "image": Field(IMAGE, default=dict),
     "images": Field(dict, default=dict, item=Field(IMAGE),
                     expect="extra images of this distribution: name: {include, exclude}"),
+    "runtime_image": Field(str, default="", expect="the image (of this distribution's images) "
+                           "that users of the distributions using this one mount at run time"),
 }, "distribution")
+
+CHECKS = Schema({
+    "images": Field(list, default=list, item=Field(str),
+                    expect="base images (references in the engine) to run the smoke tests in"),
+}, "check settings")
 
 DOWNLOAD = Schema({
     "connect_timeout": Field(float, default=10.0),
@@ -58,6 +65,7 @@ CONFIG = Schema({
                            expect="a mapping of distribution name to its settings"),
     "engine": Field(dict, default=dict, item=Field(str)),
     "reports": Field(dict, default=dict),
+    "checks": Field(CHECKS, default=dict),
 }, "configuration")
 
 
@@ -72,6 +80,7 @@ class Distribution:
     default: bool
     images: dict                 # image name -> {"repository", "include", "exclude"}
     description: str = ""
+    runtime_image: str = ""      # the image mounted by users of distributions using this one
 
 
 @dataclass
@@ -260,10 +269,16 @@ def _distribution(name, dist, raw, recipes, prefix_root, path):
     for extra, spec in dist["images"].items():
         images[extra] = {"repository": spec["name"] or f"dappdeps/{extra}",
                          "include": spec["include"], "exclude": spec["exclude"]}
+    runtime = dist["runtime_image"] or name
+    if runtime not in images:
+        raise UserError(f"'{runtime}' is not an image of distribution '{name}' "
+                        f"(its images: {', '.join(images)}).", path,
+                        f"distributions.{name}.runtime_image")
     return Distribution(
         name=name, version=dist["version"], prefix=f"{prefix_root.rstrip('/')}/{name}/{dist['version']}",
         components=tuple(topological(graph)), uses=tuple(dist["uses"]), toolchain=dist["toolchain"],
-        default=dist["default"], images=images, description=dist["description"])
+        default=dist["default"], images=images, description=dist["description"],
+        runtime_image=runtime)
 
 
 def _sources(recipes, dists):

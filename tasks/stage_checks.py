@@ -124,6 +124,12 @@ def smoke_environment(cfg, dist_name):
     return env
 
 
+def expand(command, env):
+    """$PREFIX and $PREFIX_<DIST> replaced by their values, also inside quotes: smoke
+    commands like `env -i $PREFIX/bin/bash -c '... $PREFIX/bin ...'` mean the prefix."""
+    return _VAR.sub(lambda m: env.get(m.group(2), m.group(0)), command)
+
+
 def smoke_tests(cfg, dist_name):
     """[(component, command)] of the distribution's components."""
     tests = []
@@ -150,7 +156,7 @@ def run_smoke(cfg, dist_name, log):
         overlays.append((sandbox.Overlay(scratch / "mnt" / name, lowers), dist.prefix, False))
     results = []
     for comp, command in smoke_tests(cfg, dist_name):
-        expanded = _VAR.sub(lambda m: env.get(m.group(2), m.group(0)), command)
+        expanded = expand(command, env)
         argv = [bash, "-c", expanded] if bash else shlex.split(expanded)
         cmd = sandbox.command(
             overlays=overlays, mounts=[(scratch / "tmp", "/tmp", True)],
