@@ -71,16 +71,20 @@ def _build_locked(comp):
     return True
 
 
-def prepare_work(comp):
-    """Fresh work folder: sources unpacked, patches and script in place."""
-    work = comp.work_dir
+def prepare_work(comp, work=None, log_path=None):
+    """Fresh work folder: sources unpacked, patches and script in place.
+
+    work/log_path default to the build's own; the upstream tests (stage_tests.py)
+    redo the same build in another folder so they never touch the build's."""
+    work = work or comp.work_dir
+    log_path = log_path or comp.log_path
     if work.exists():
         _force_rmtree(work)
     for sub in ("src", "build", "upper", "ovwork", "merged", "meta", "patches"):
         (work / sub).mkdir(parents=True)
-    comp.log_path.parent.mkdir(parents=True, exist_ok=True)
-    comp.log_path.write_text(f"# {comp.task} {comp.recipe.version} started "
-                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(f"# {comp.task} {comp.recipe.version} started "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     fetched = {}
     for src in comp.recipe.sources:
         hit = cached(src, comp.cfg)
@@ -137,8 +141,9 @@ def _tar(archive, into):
         raise UserError(f"cannot unpack {archive}: {proc.stderr.strip()[-400:]}")
 
 
-def run_sandboxed(comp):
-    work = comp.work_dir
+def run_sandboxed(comp, work=None, log_path=None, script="build.sh"):
+    """Run work/<script> in the component's sandbox (by default: its build)."""
+    work = work or comp.work_dir
     cfg = comp.cfg
     stage = cfg.cache / "stage"
     own = sandbox.Overlay(work / "merged",
@@ -154,9 +159,9 @@ def run_sandboxed(comp):
         mounts=[(work / "src", sandbox.SRC, True), (work / "build", sandbox.BUILD, True)],
         binds=[(work / "build.sh", "/dappdeps/build.sh"), (work / "meta", "/dappdeps/meta"),
                (work / "patches", "/dappdeps/patches")],
-        env=comp.environment(), argv=["/bin/bash", "/dappdeps/build.sh"],
+        env=comp.environment(), argv=["/bin/bash", f"/dappdeps/{script}"],
         network=comp.recipe["network"], scratch=work, base=cfg.cache)
-    return sandbox.run(argv, comp.log_path)
+    return sandbox.run(argv, log_path or comp.log_path)
 
 
 def check_overwrites(comp, entries):
