@@ -13,6 +13,7 @@ Results: cache/checks/<dist>.images.json and .images.log.
 """
 import json
 import shlex
+import shutil
 import time
 
 from . import manifest
@@ -51,12 +52,12 @@ def runner_script(cfg, dist_name):
 
 
 def _bash(cfg, dist_name):
-    for dist, image in mounted_images(cfg, dist_name):
+    """The chain's bash, or None (then each command runs as its own argv, as in check:)."""
+    for dist, _image in mounted_images(cfg, dist_name):
         entries = manifest.load(cfg.cache / "stage" / f"{dist.name}.manifest.json")["entries"]
         if any(e["path"] == "bin/bash" for e in entries):
             return f"{dist.prefix}/bin/bash"
-    raise UserError(f"no distribution in the chain of '{dist_name}' has bin/bash, which runs "
-                    "the smoke commands in containers.", cfg.path, "distributions")
+    return None
 
 
 def _image_ids(client, refs):
@@ -96,6 +97,8 @@ def is_current(cfg, dist_name):
 def check_in_images(cfg, dist_name):
     from doit.exceptions import TaskFailed
 
+    import docker.errors
+
     from .engine import _remove_container, create_volume_container, run
     bases = cfg.data["checks"]["images"]
     if not bases:
@@ -133,11 +136,28 @@ def check_in_images(cfg, dist_name):
                      f"# mounted: {', '.join(_ref(d, i) for d, i in mounted_images(cfg, dist_name))}\n")
             for ref in bases:
                 start = time.time()
-                code, text = run(client, ref, [bash, "-c", script], volumes_from=volumes,
-                                 environment=env, tmpfs={"/tmp": "rw,exec"}, volumes=binds,
-                                 working_dir="/tmp")
-                fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
-                results[ref] = _statuses(text, tests)
+                # /tmp outlives each command (one compiles, the next runs it), as in
+                # check:<dist>; a fresh folder per image (scratch has no /tmp at all).
+                tmp = cfg.cache / "work" / "check-images" / dist_name / "tmp"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+                tmp.chmod(0o1777)
+                options = dict(volumes_from=volumes, environment=env, working_dir="/tmp",
+                               volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
+                if bash:
+                    code, text = run(client, ref, [bash, "-c", script], **options)
+                    fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
+                    results[ref] = _statuses(text, tests)
+                    continue
+                results[ref] = []
+                for _comp, command in tests:
+                    try:
+                        code, text = run(client, ref, shlex.split(expand(command, env)), **options)
+                    except docker.errors.APIError as exc:   # e.g. the program is missing
+                        code, text = 127, str(exc)
+                    fh.write(f"## {ref}: {command} (exit {code})\n{text}\n")
+                    results[ref].append(code)
     except UserError as exc:
         return TaskFailed(exc.render())
     finally:
