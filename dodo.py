@@ -4,7 +4,7 @@ Each stage is one module under tasks/; this file only puts them in order.
 Unattended runs: bin/nightly (lock, report; docs/nightly.md).
 """
 from tasks import (hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_image_checks,
-                   stage_images)
+                   stage_images, stage_tests)
 from tasks.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
 from tasks.pipeline import adopt_docs
 
@@ -29,6 +29,10 @@ def task_check():           # ELF audit + smoke tests in an empty root
     yield from stage_checks.task_check()
 
 
+def task_test():            # upstream test suites, on demand (not in a plain `doit`)
+    yield from stage_tests.task_test()
+
+
 def task_image():           # export images (docker-archive + OCI)
     yield from stage_images.task_image()
 
@@ -45,6 +49,6 @@ def task_check_images():    # smoke tests in busybox/Debian/... containers
     yield from stage_image_checks.task_check_images()
 
 
-adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_images, legal,
-           stage_image_checks)
+adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_tests, stage_images,
+           legal, stage_image_checks)
 install_signal_handlers()
