@@ -23,7 +23,7 @@ from . import elf, manifest, sandbox
 from .project import project
 from .stamp import Stamp, uptodate_check
 
-CHECK_VERSION = "2"
+CHECK_VERSION = "3"
 HOSTILE_LD_LIBRARY_PATH = "/nonexistent:/lib"
 
 
@@ -92,6 +92,13 @@ def audit(cfg, dist_name):
         origin = posixpath.dirname(where)
         if info.interp and not (info.interp.startswith(root) and tree.resolve(info.interp)):
             problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes")
+        # DT_RUNPATH is searched after LD_LIBRARY_PATH, so an image's LD_LIBRARY_PATH
+        # could redirect the libraries (werf issue #4745): only DT_RPATH is allowed.
+        # The one exception is glibc's gconv modules' [$ORIGIN]: they find their
+        # sibling helper modules (libKSC.so, ...) and nothing else.
+        if info.runpath and info.runpath != ["$ORIGIN"]:
+            problems.append(f"{where}: RUNPATH {':'.join(info.runpath)} (LD_LIBRARY_PATH "
+                            "beats it): link with -Wl,--disable-new-dtags for DT_RPATH")
         dirs = []
         for kind, paths in (("RPATH", info.rpath), ("RUNPATH", info.runpath)):
             for raw in paths:

@@ -36,6 +36,26 @@ def test_host_linked_program_fails_audit_and_smoke(tmp_path):
     assert "smoke FAILED" in run.out
 
 
+def test_runpath_is_refused_rpath_is_not(tmp_path):
+    proj = FixtureProject(tmp_path)
+    proj.add_package("libgreet", "1.0", LIBGREET)
+    # Two shared libraries into the prefix: one with DT_RUNPATH, one with DT_RPATH.
+    both = dict(LIBGREET, Makefile=LIBGREET["Makefile"].replace(
+        "all: libgreet.so libgreet.a",
+        "all: libgreet.so libgreet.a libnew.so libold.so\n"
+        "libnew.so: greet.c\n\t$(CC) -shared -fPIC -Wl,--enable-new-dtags -Wl,-rpath,$(PREFIX)/lib -o $@ greet.c\n"
+        "libold.so: greet.c\n\t$(CC) -shared -fPIC -Wl,--disable-new-dtags -Wl,-rpath,$(PREFIX)/lib -o $@ greet.c"
+    ).replace("cp libgreet.so libgreet.a", "cp libgreet.so libgreet.a libnew.so libold.so"))
+    proj.add_package("dtags", "1.0", both)
+    proj.add_distribution("demo", ["dtags"])
+    run = run_doit(proj.write_config(), "check:demo")
+    assert run.returncode != 0
+    problems = json.loads((proj.cache / "checks/demo.json").read_text())["elf_problems"]
+    runpath = [p for p in problems if "RUNPATH" in p]
+    assert len(runpath) == 1 and "lib/libnew.so: RUNPATH" in runpath[0], problems
+    assert "--disable-new-dtags" in runpath[0]
+
+
 def test_elf_reader_on_host_binaries():
     info = elf.read("/bin/ls")
     assert info.interp == "/lib64/ld-linux-x86-64.so.2"
