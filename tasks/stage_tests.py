@@ -144,7 +144,8 @@ def _automake(lines):
     for _, block in blocks:
         for key, n in block.items():
             _add(counts, key, n)
-    failed = [m.group(2) for m in (re.match(r"^(FAIL|ERROR|XPASS): (\S+)", l) for l in lines) if m]
+    # Whole line: Autotest's "ERROR: 3 tests were run," is not a test named "3".
+    failed = [m.group(2) for m in (re.match(r"^(FAIL|ERROR|XPASS): (\S+)\s*$", l) for l in lines) if m]
     return counts, failed
 
 
@@ -268,21 +269,55 @@ def _rsync(lines):
     return counts, failed
 
 
-# Most specific first: a package's log is judged by the first format found in it.
-PARSERS = (("automake", _automake), ("dejagnu", _dejagnu), ("git", _git),
-           ("automake-serial", _automake_serial), ("rsync", _rsync), ("gawk", _gawk))
+_AUTOTEST_LINE = re.compile(r"^\s*\d+: .*?\s(ok|skipped \(.*\)|FAILED \(.*\)|"
+                            r"expected failure \(.*\)|UNEXPECTED PASS)\s*$")
+_AUTOTEST_KEYS = {"ok": "pass", "skipped": "skip", "FAILED": "fail", "expected": "xfail",
+                  "UNEXPECTED": "xpass"}
+
+
+def _autotest(lines):
+    """Autotest (tar's tests/testsuite): one line per test, '  12: name    ok' (or
+    'skipped (file.at:3)', 'FAILED (file.at:9)', ...), then '## Test results. ##'.
+    The per-test lines are counted: the final sentence leaves some counts out."""
+    if not any(line.strip() == "## Test results. ##" for line in lines):
+        return None
+    counts, failed = _blank(), []
+    for line in lines:
+        match = _AUTOTEST_LINE.match(line)
+        if match:
+            key = _AUTOTEST_KEYS[match.group(1).split()[0]]
+            _add(counts, key, 1)
+            _add(counts, "total", 1)
+            if key == "fail":
+                failed.append(line.split(":", 1)[1].rsplit("FAILED", 1)[0].strip())
+    for key in COUNT_KEYS:
+        counts[key] = counts[key] or 0
+    return counts, failed
+
+
+# One package may use several harnesses (tar: gnulib's tests under automake, its own
+# under Autotest): every format found is counted and the counts are summed. None of
+# these summaries can be mistaken for another's.
+PARSERS = (("automake", _automake), ("autotest", _autotest), ("dejagnu", _dejagnu),
+           ("git", _git), ("automake-serial", _automake_serial), ("rsync", _rsync),
+           ("gawk", _gawk))
 
 
 def parse(text):
     """(format, counts, failed test names) of a suite's output; format None and all
     counts None when no known summary is in it (then only the exit status counts)."""
     lines = _ANSI.sub("", text).replace("\r", "").splitlines()
+    formats, counts, failed = [], _blank(), []
     for name, parser in PARSERS:
         found = parser(lines)
-        if found is not None:
-            counts, failed = found
-            return name, counts, list(dict.fromkeys(failed))
-    return None, _blank(), []
+        if found is None:
+            continue
+        formats.append(name)
+        for key, n in found[0].items():
+            if n is not None:
+                _add(counts, key, n)
+        failed += found[1]
+    return ("+".join(formats) or None), counts, list(dict.fromkeys(failed))
 
 
 def describe(counts):

@@ -218,3 +218,34 @@ def test_rsync_overall_results():
     fmt, counts, failed = stage_tests.parse(log)
     assert fmt == "rsync" and (counts["pass"], counts["fail"], counts["skip"]) == (40, 1, 4)
     assert failed == ["xattrs-hlink"]
+
+
+def test_two_harnesses_in_one_package_are_summed():
+    # tar: gnulib's tests through automake, then its own Autotest suite.
+    log = textwrap.dedent("""\
+        Testsuite summary for GNU tar 1.34
+        # TOTAL: 20
+        # PASS:  19
+        # SKIP:  1
+        # FAIL:  0
+        ## ----------------------------- ##
+        ## GNU tar 1.34 test suite.      ##
+        ## ----------------------------- ##
+          1: tar version                                    ok
+          2: decompressing from stdin                       skipped (pipe.at:30)
+          3: remove-files with compression                  FAILED (remfiles01.at:32)
+          4: exclude wildcards                              expected failure (exclude.at:9)
+
+        ## ------------- ##
+        ## Test results. ##
+        ## ------------- ##
+
+        ERROR: 3 tests were run,
+        2 failed (1 expected failure).
+        1 test was skipped.
+        """)
+    fmt, counts, failed = stage_tests.parse(log)
+    assert fmt == "automake+autotest"
+    assert counts == {"total": 24, "pass": 20, "skip": 2, "fail": 1, "xfail": 1, "xpass": 0,
+                      "error": 0}
+    assert failed == ["remove-files with compression"]
