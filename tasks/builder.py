@@ -141,13 +141,17 @@ def _tar(archive, into):
         raise UserError(f"cannot unpack {archive}: {proc.stderr.strip()[-400:]}")
 
 
-def run_sandboxed(comp, work=None, log_path=None, script="build.sh"):
-    """Run work/<script> in the component's sandbox (by default: its build)."""
+def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None):
+    """Run work/<script> in the component's sandbox (by default: its build).
+
+    lowers: the components whose outputs $PREFIX shows under the upper folder, in
+    order (default: the component's dependencies, as a build sees them)."""
     work = work or comp.work_dir
     cfg = comp.cfg
     stage = cfg.cache / "stage"
+    below = comp.local_deps if lowers is None else lowers
     own = sandbox.Overlay(work / "merged",
-                          [stage / comp.dist.name / d / "tree" for d in reversed(comp.local_deps)],
+                          [stage / comp.dist.name / d / "tree" for d in reversed(below)],
                           upper=work / "upper", work=work / "ovwork")
     overlays = [(own, comp.dist.prefix, True)]
     for used in comp.used_dists:
