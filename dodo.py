@@ -4,7 +4,7 @@ Each stage is one module under tasks/; this file only puts them in order.
 Unattended runs: bin/nightly (lock, report; docs/nightly.md).
 """
 from tasks import (hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_image_checks,
-                   stage_images, stage_tests)
+                   stage_images, stage_push, stage_tests)
 from tasks.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
 from tasks.pipeline import adopt_docs
 
@@ -45,10 +45,14 @@ def task_load():            # load images into a Docker-API engine
     yield from stage_images.task_load()
 
 
+def task_push():            # push images to a registry (image_registry)
+    yield from stage_push.task_push()
+
+
 def task_check_images():    # smoke tests in busybox/Debian/... containers
     yield from stage_image_checks.task_check_images()
 
 
 adopt_docs(globals(), hostcheck, stage_fetch, stage_build, stage_checks, stage_tests, stage_images,
-           legal, stage_image_checks)
+           stage_push, legal, stage_image_checks)
 install_signal_handlers()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import manifest, sandbox
+from . import buildcache, manifest, sandbox
 from .download import cached
 from .errors import UserError
 
@@ -50,6 +50,8 @@ def _build_locked(comp):
     stamp = comp.stamp()
     from .stamp import REASONS
     reason = REASONS.pop(comp.task, None) or stamp.why()
+    if buildcache.pull(comp, stamp):
+        return True
     say(f"{comp.task}: building ({reason}); log: {comp.log_path}")
     started = time.time()
     try:
@@ -68,6 +70,7 @@ def _build_locked(comp):
     shutil.rmtree(comp.work_dir, ignore_errors=True)
     say(f"{comp.task}: done in {_duration(time.time() - started)}, "
         f"{sum(1 for e in entries if e['type'] == 'file')} files")
+    buildcache.push(comp, stamp)
     return True
 
 
@@ -209,12 +212,23 @@ def publish(comp, entries, started, fetched):
     manifest.write_atomic(new / "build.json", manifest.dumps({
         "seconds": round(time.time() - started, 1), "jobs": comp.cfg.jobs,
         "started": int(started), "finished": int(time.time())}))
+    replace_stage(comp, new)
+    return manifest.digest_of(text)
+
+
+def replace_stage(comp, new):
+    """Swap the complete output folder `new` in as the component's stage (renames; the
+    key is written afterwards by the caller). Also used for outputs pulled from the
+    build cache (buildcache.py)."""
+    stage_dir = comp.stage_dir
+    old = stage_dir.with_name(f".{comp.name}.old")
+    if old.exists():
+        _force_rmtree(old)
     if stage_dir.exists():
         os.rename(stage_dir, old)
     os.rename(new, stage_dir)
     if old.exists():
         _force_rmtree(old)
-    return manifest.digest_of(text)
 
 
 def _failure(comp, status):

@@ -50,6 +50,59 @@ DOWNLOAD = Schema({
     "apt_refresh_hours": Field(float, default=24.0),
 }, "download settings")
 
+
+def _url_check(value):
+    if value and not value.startswith(("http://", "https://")):
+        return (f"'{value}' is not a registry URL: expected http://HOST[:PORT] or "
+                "https://HOST[:PORT] (http only for a registry on a trusted network).")
+    return None
+
+
+def _repository_check(value):
+    from .registry import REPOSITORY_RE
+    if not REPOSITORY_RE.match(value):
+        return (f"'{value}' is not a repository name: lowercase letters, digits, . _ - "
+                "and / between parts, e.g. dappdeps/cache.")
+    return None
+
+
+def _registry_fields(repository, url_expect):
+    """Where a registry is and how to log in (buildcache and image_registry)."""
+    return {
+        "url": Field(str, default="", check=_url_check, expect=url_expect),
+        "repository": Field(str, default=repository, check=_repository_check),
+        "username_env": Field(str, default="DAPPDEPS_REGISTRY_USERNAME",
+                              expect="the name of the environment variable holding the user"),
+        "password_env": Field(str, default="DAPPDEPS_REGISTRY_PASSWORD",
+                              expect="the name of the environment variable holding the "
+                                     "password or token"),
+        "docker_config": Field(bool, default=True, expect="true (also read credentials from "
+                               "$DOCKER_CONFIG/config.json or ~/.docker/config.json) or false"),
+        "connect_timeout": Field(float, default=3.0, check=_positive),
+        "read_timeout": Field(float, default=30.0, check=_positive),
+    }
+
+
+def _positive(value):
+    return None if value > 0 else "must be more than 0 seconds."
+
+
+BUILDCACHE = Schema({
+    **_registry_fields("dappdeps/cache", "the registry's URL, e.g. http://127.0.0.1:5000; "
+                       "empty: no build cache"),
+    "mode": Field(str, default="read-write",
+                  check=lambda v: None if v in ("read-write", "read-only", "off") else
+                  f"'{v}' is not a mode: use read-write, read-only or off."),
+    "gzip_level": Field(int, default=6, check=lambda v: None if 1 <= v <= 9 else
+                        "must be 1 (fastest) to 9 (smallest)."),
+}, "build cache settings")
+
+IMAGE_REGISTRY = Schema({
+    **_registry_fields("dappdeps", "the registry's URL; empty: buildcache.url"),
+    "default": Field(bool, default=False, expect="true (a plain doit pushes the default "
+                     "distributions' images) or false (only `doit push:<image>`)"),
+}, "image registry settings")
+
 CONFIG = Schema({
     "prefix_root": Field(str, default="/.dapp/deps",
                          check=lambda v: None if v.startswith("/") and v != "/" else
@@ -66,6 +119,8 @@ CONFIG = Schema({
     "engine": Field(dict, default=dict, item=Field(str)),
     "reports": Field(dict, default=dict),
     "checks": Field(CHECKS, default=dict),
+    "buildcache": Field(BUILDCACHE, default=dict),
+    "image_registry": Field(IMAGE_REGISTRY, default=dict),
 }, "configuration")
 
 

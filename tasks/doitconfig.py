@@ -55,6 +55,8 @@ def default_tasks(cfg):
         tasks += [f"assemble:{dist.name}", f"check:{dist.name}"]
         for image in dist.images:
             tasks += [f"image:{image}", f"legal:{image}", f"load:{image}"]
+            if cfg.data["image_registry"]["default"]:
+                tasks.append(f"push:{image}")
         if cfg.data["checks"]["images"]:
             tasks.append(f"check-images:{dist.name}")
     return tasks
