@@ -58,6 +58,7 @@ class BuildCache:
         self.mode = mode_of(cfg)
         self.url = (self.settings.get("url") or "").rstrip("/")
         self.disabled = None          # why the registry is not used any more in this run
+        self.push_refused = None      # why pushing stopped (the registry itself answers)
         self._client = None
         self._lock = threading.Lock()
 
@@ -90,6 +91,15 @@ class BuildCache:
         say(f"warning: {task}: build cache {self.url} not usable ({exc}); it is skipped for "
             f"the rest of this run and components build locally; {what}.")
 
+    def refuse_push(self, task, exc):
+        with self._lock:
+            if self.push_refused is not None:
+                return
+            self.push_refused = str(exc)
+        say(f"warning: {task}: the build cache {self.url} refused a push ({exc}); outputs are "
+            "not pushed for the rest of this run (pulls go on); check that the credentials "
+            "may push, or set buildcache.mode: read-only.")
+
     def repository(self, comp):
         return registry.repository_name(self.settings["repository"],
                                         f"{comp.dist.name}-{comp.name}")
@@ -110,7 +120,7 @@ class BuildCache:
                 return False
             body, digest = found
             doc = _check_manifest(body, comp, stamp.key)
-            config = json.loads(self.client().blob_bytes(repo, doc["config"]))
+            config = _parse_config(self.client().blob_bytes(repo, doc["config"]))
             _check_config(config, comp, stamp.key)
             size = _install(self.client(), repo, doc["layers"][0], comp, config)
         except registry.Corrupt as exc:
@@ -133,7 +143,7 @@ class BuildCache:
     # ---- push --------------------------------------------------------------------
     def push(self, comp, stamp):
         """Upload the stage output of a finished local build (read-write mode only)."""
-        if not self.active or self.mode != "read-write":
+        if not self.active or self.mode != "read-write" or self.push_refused:
             return False
         started = time.time()
         repo = self.repository(comp)
@@ -164,6 +174,10 @@ class BuildCache:
                                 "org.opencontainers.image.title": f"{comp.dist.name}/{comp.name}"},
             }).encode()
             digest = client.put_manifest(repo, stamp.key, body)
+        except (registry.AuthFailed, registry.Rejected) as exc:
+            # pulling may still work (read-only credentials, say): stop pushing only
+            self.refuse_push(comp.task, exc)
+            return False
         except (registry.RegistryError, OSError, ValueError, KeyError) as exc:
             self.disable(comp.task, exc)
             return False
@@ -194,14 +208,24 @@ def pull(comp, stamp):
     """The builder's hook before a build: True when the output came from the registry."""
     if mode_of(comp.cfg) == "off":
         return False
-    return for_config(comp.cfg).pull(comp, stamp)
+    cache = for_config(comp.cfg)
+    try:
+        return cache.pull(comp, stamp)
+    except Exception as exc:            # noqa: BLE001 - the cache must never fail a build
+        cache.disable(comp.task, f"unexpected {type(exc).__name__}: {exc}")
+        return False
 
 
 def push(comp, stamp):
     """The builder's hook after a successful build and stamp."""
     if mode_of(comp.cfg) == "off":
         return False
-    return for_config(comp.cfg).push(comp, stamp)
+    cache = for_config(comp.cfg)
+    try:
+        return cache.push(comp, stamp)
+    except Exception as exc:            # noqa: BLE001 - the cache must never fail a build
+        cache.disable(comp.task, f"unexpected {type(exc).__name__}: {exc}")
+        return False
 
 
 # ---- the artifact -----------------------------------------------------------------
@@ -223,6 +247,16 @@ def _check_manifest(body, comp, key):
     if said != key:
         raise registry.Corrupt(f"annotation {ANNOTATION}.key is {said!r}, not this key")
     return doc
+
+
+def _parse_config(blob):
+    try:
+        config = json.loads(blob)
+    except ValueError:
+        raise registry.Corrupt("the config blob is not JSON") from None
+    if not isinstance(config, dict):
+        raise registry.Corrupt("the config blob is not a JSON object")
+    return config
 
 
 def _check_config(config, comp, key):
