@@ -158,7 +158,7 @@ def test_automake_summaries_are_summed():
     assert counts == {"total": 190, "pass": 170, "skip": 18, "xfail": 0, "fail": 1,
                       "xpass": 0, "error": 1}
     assert failed == ["testsuite/title-case.sh", "test-fopen"]
-    assert stage_tests.describe(counts) == "170 passed, 1 failed, 1 errors, 18 skipped of 190"
+    assert stage_tests.describe(counts) == "170 passed, 1 failed, 1 errored, 18 skipped of 190"
 
 
 def test_automake_summary_with_colours_and_a_catted_test_suite_log():
