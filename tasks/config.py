@@ -18,6 +18,9 @@ IMAGE = Schema({
     "name": Field(str, expect="the repository to tag, e.g. dappdeps/base"),
     "include": Field(list, default=lambda: ["**"], item=Field(str)),
     "exclude": Field(list, default=list, item=Field(str)),
+    # what ships is stripped; cache/stage keeps the debug info (docs/images.md)
+    "strip": Field(bool, default=True, expect="true (ship stripped ELF executables and "
+                   "shared libraries) or false (ship them as built)"),
 }, "image")
 
 DISTRIBUTION = Schema({
@@ -133,7 +136,7 @@ class Distribution:
     uses: tuple                  # names of other distributions
     toolchain: str
     default: bool
-    images: dict                 # image name -> {"repository", "include", "exclude"}
+    images: dict                 # image name -> {"repository", "include", "exclude", "strip"}
     description: str = ""
     runtime_image: str = ""      # the image mounted by users of distributions using this one
 
@@ -320,10 +323,12 @@ def _distribution(name, dist, raw, recipes, prefix_root, path):
         raise UserError(f"components depend on each other in a cycle: {' -> '.join(cycle)}.",
                         recipes[cycle[0]].path, "depends")
     images = {name: {"repository": dist["image"]["name"] or f"dappdeps/{name}",
-                     "include": dist["image"]["include"], "exclude": dist["image"]["exclude"]}}
+                     "include": dist["image"]["include"], "exclude": dist["image"]["exclude"],
+                     "strip": dist["image"]["strip"]}}
     for extra, spec in dist["images"].items():
         images[extra] = {"repository": spec["name"] or f"dappdeps/{extra}",
-                         "include": spec["include"], "exclude": spec["exclude"]}
+                         "include": spec["include"], "exclude": spec["exclude"],
+                         "strip": spec["strip"]}
     runtime = dist["runtime_image"] or name
     if runtime not in images:
         raise UserError(f"'{runtime}' is not an image of distribution '{name}' "

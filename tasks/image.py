@@ -16,6 +16,11 @@ Streamed: the layer is written straight into the outer tar as a member whose hea
 patched once the layer's size and sha256 are known (the blob name is its digest). File
 contents are copied by the kernel (copy_file_range / sendfile) while a second thread
 hashes them through small mmap windows, so memory stays flat whatever the tree's size.
+
+Stripped (strip=True, the image option's default): host-architecture ELF executables and
+shared libraries go through `strip --strip-unneeded` into a temporary file whose bytes
+the layer gets instead; cache/stage keeps the unstripped originals (like Buildroot's
+target vs staging).
 """
 import hashlib
 import json
@@ -24,6 +29,11 @@ import os
 import platform
 import queue
 import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -427,6 +437,151 @@ class _LayerStream:
         self.hasher.abort()
 
 
+# ---- stripping what ships ----------------------------------------------------------
+# Like Buildroot's target vs staging: cache/stage keeps the unstripped trees (debug info
+# for whoever debugs), the image gets `strip --strip-unneeded` copies of the ELF
+# executables and shared libraries. Only ET_EXEC/ET_DYN of the host's machine: object
+# files, kernel modules (ET_REL) and static archives (not ELF) need their symbols for
+# linking, and the host's strip may not understand another architecture.
+STRIP_ARGS = ("--strip-unneeded",)
+_ET_EXEC, _ET_DYN = 2, 3
+_ELF_MACHINES = {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183, "i686": 3,
+                 "i386": 3, "armv7l": 40, "ppc64le": 21, "s390x": 22, "riscv64": 243}
+
+
+def elf_ident(head):
+    """(class, byte order, e_type, e_machine) of an ELF header's first 20 bytes, or None."""
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    e_type, e_machine = struct.unpack("<HH" if head[5] == 1 else ">HH", head[16:20])
+    return head[4], head[5], e_type, e_machine
+
+
+def _read_head(path, size=64):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
+_HOST = {}
+
+
+def host_elf():
+    """(class, byte order, machine) of the host's programs: the running Python's own ELF
+    header says it exactly (a 32-bit userland on a 64-bit kernel included)."""
+    if "elf" not in _HOST:
+        ident = elf_ident(_read_head("/proc/self/exe")) or elf_ident(_read_head(sys.executable))
+        if ident:
+            _HOST["elf"] = (ident[0], ident[1], ident[3])
+        else:                               # not Linux/ELF: from the machine name
+            machine = _ELF_MACHINES.get(platform.machine().lower())
+            _HOST["elf"] = (2 if sys.maxsize > 2 ** 32 else 1,
+                            1 if sys.byteorder == "little" else 2, machine)
+    return _HOST["elf"]
+
+
+def strippable(path):
+    """True for a host-architecture ELF executable or shared object (ET_EXEC/ET_DYN)."""
+    ident = elf_ident(_read_head(path))
+    return bool(ident) and ident[2] in (_ET_EXEC, _ET_DYN) and \
+        (ident[0], ident[1], ident[3]) == host_elf()
+
+
+def strip_tool():
+    """The host's strip (binutils), or a UserError saying how to get it."""
+    tool = shutil.which("strip")
+    if not tool:
+        raise UserError("images are stripped (image option strip: true) but the host has no "
+                        "`strip` program.",
+                        hint="Install binutils (apt-get install binutils), or set "
+                             "strip: false for the image in config.yaml.")
+    return tool
+
+
+def strip_version():
+    """First line of `strip --version` ("" without strip): an input of the image stamps,
+    since another binutils may strip differently and must re-export."""
+    if "version" not in _HOST:
+        tool = shutil.which("strip")
+        line = ""
+        if tool:
+            try:
+                out = subprocess.run([tool, "--version"], capture_output=True, text=True,
+                                     timeout=60).stdout
+                line = out.splitlines()[0].strip() if out else ""
+            except (OSError, subprocess.SubprocessError):
+                line = ""
+        _HOST["version"] = line
+    return _HOST["version"]
+
+
+class _Stripper:
+    """Strips ELF files one at a time into a private temporary folder.
+
+    prepare() returns the path and size to ship (the stripped temp file, or the stage's
+    file itself); release() deletes the temp file once its bytes are in the layer (the
+    hasher may still hold an fd on it: unlinking is safe). One temp file exists at a time,
+    so disk use is bounded by the largest binary and memory is untouched."""
+
+    def __init__(self, workdir):
+        self.tool = strip_tool()
+        self.version = strip_version()
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=".strip-", dir=workdir))
+        self.count = 0
+        self.saved = 0
+        self.failed = []                    # [{"path", "reason"}]: shipped unstripped
+        self._n = 0
+
+    def prepare(self, src, size, rel):
+        try:
+            if os.stat(src).st_size != size:
+                return src, size            # stream.file() reports the changed tree
+        except OSError:
+            return src, size                # stream.file() reports the missing file
+        if not strippable(src):
+            return src, size
+        self._n += 1
+        out = self.tmpdir / f"{self._n}"
+        try:
+            proc = subprocess.run([self.tool, *STRIP_ARGS, "-o", str(out), src],
+                                  capture_output=True, text=True, timeout=600)
+            problem = None
+            if proc.returncode != 0:
+                lines = (proc.stderr or proc.stdout).strip().splitlines()
+                problem = f"strip failed: {lines[-1] if lines else f'exit {proc.returncode}'}"
+        except (OSError, subprocess.SubprocessError) as exc:
+            problem = f"strip failed: {exc}"
+        if problem is None:
+            before, after = elf_ident(_read_head(src)), elf_ident(_read_head(out))
+            if after != before:
+                problem = "strip's output is not an ELF file of the same type and machine"
+        if problem is not None:
+            self.failed.append({"path": rel, "reason": problem})
+            print(f"warning: {rel}: {problem}; shipped unstripped", file=sys.stderr)
+            self.release(out)
+            return src, size
+        new_size = out.stat().st_size
+        if new_size >= size:                # already stripped: ship the stage's bytes
+            self.release(out)
+            return src, size
+        self.count += 1
+        self.saved += size - new_size
+        return str(out), new_size
+
+    def release(self, path):
+        if Path(path).parent == self.tmpdir:
+            Path(path).unlink(missing_ok=True)
+
+    def summary(self):
+        return {"files": self.count, "bytes_saved": self.saved, "tool": self.version,
+                "failed": self.failed[:20]}
+
+    def close(self):
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
 # ---- image metadata ----------------------------------------------------------------
 def rfc3339(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
@@ -492,7 +647,8 @@ def normalized_name(repository, tag):
 
 # ---- export ------------------------------------------------------------------------
 def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("**",),
-                 exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True):
+                 exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True,
+                 strip=False):
     """Write out_tar (docker-archive + OCI layout) and, next to it, <stem>.json and
     <stem>.digest. Returns the result dict (also the content of <stem>.json).
 
@@ -503,6 +659,9 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     labels         extra (or overriding) image labels, e.g. org.opencontainers.image.source
     title          org.opencontainers.image.title (default: last part of repository)
     fsync          flush the tar to disk before renaming it into place (crash safety)
+    strip          ship `strip --strip-unneeded` copies of the host-architecture ELF
+                   executables and shared libraries (the stage keeps the originals); the
+                   image task passes the image's `strip` option (default true there)
     """
     manifest_path = Path(manifest_path)
     out_tar = Path(out_tar)
@@ -525,18 +684,26 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     all_labels = {k: v for k, v in all_labels.items() if v != ""}
 
     out_tar.parent.mkdir(parents=True, exist_ok=True)
+    # before any output exists: a missing strip fails the export cleanly
+    stripper = _Stripper(out_tar.parent) if strip else None
     tmp = out_tar.with_name(f".{out_tar.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,
-                              all_labels)
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,
+                                  all_labels, stripper)
+            if fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    finally:
+        if stripper is not None:
+            stripper.close()
+    result["stripped"] = stripper.summary() if stripper else {
+        "files": 0, "bytes_saved": 0, "tool": None, "failed": []}
     os.replace(tmp, out_tar)
     result["size"] = out_tar.stat().st_size
     result["dangling_links"] = dangling_links(entries)[:20]
@@ -547,7 +714,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     return result
 
 
-def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, labels):
+def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, labels,
+                 stripper=None):
     outer = []
 
     def member(name, data=b"", typeflag=_FILE, mode=0o644):
@@ -564,6 +732,7 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
     _write_all(fd, b"\0" * BLOCK)
     stream = _LayerStream(fd, epoch)
     files = 0
+    content = 0                         # bytes of file contents as shipped (after strip)
     stage = str(stage_dir)
     try:
         parts = prefix.split("/")
@@ -578,8 +747,16 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
                 stream.symlink(name, e["target"])
             elif kind == "file":
                 src = f"{stage}/{e['component']}/tree/{e['path']}"
-                stream.file(name, e.get("mode", 0o644), e["size"], src)
+                size = e["size"]
+                if stripper is not None:
+                    src, size = stripper.prepare(src, size, e["path"])
+                try:
+                    stream.file(name, e.get("mode", 0o644), size, src)
+                finally:
+                    if stripper is not None:
+                        stripper.release(src)
                 files += 1
+                content += size
             else:
                 raise UserError(f"entry {e['path']} has type '{e['type']}', which an image "
                                 "cannot hold.")
@@ -649,6 +826,6 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
         "layer_size": layer_size,
         "files": files,
         "entries": len(entries),
-        "content_size": sum(e.get("size", 0) for e in entries if e["type"] == "file"),
+        "content_size": content,
         "created": rfc3339(epoch),
     }

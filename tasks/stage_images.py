@@ -11,7 +11,7 @@ config.yaml, all optional (engine: is a mapping of strings):
 """
 import hashlib
 
-from .image import EXPORTER_VERSION, image_paths, read_result
+from .image import EXPORTER_VERSION, image_paths, read_result, strip_version
 from .project import project
 from .stamp import Stamp, uptodate_check
 
@@ -55,6 +55,8 @@ def image_stamp(cfg, dist, name, spec):
         "epoch": cfg.source_date_epoch,
         "labels": _labels(cfg, dist),
         "exporter": EXPORTER_VERSION,
+        # another binutils may strip differently: its version is an input too
+        "strip": strip_version() if spec.get("strip", True) else False,
     })
 
 
@@ -74,12 +76,18 @@ def export(cfg, dist_name, name):
                               paths["tar"], spec["repository"], dist.version,
                               include=spec["include"], exclude=spec["exclude"],
                               source_date_epoch=cfg.source_date_epoch,
-                              labels=_labels(cfg, dist), title=name)
+                              labels=_labels(cfg, dist), title=name,
+                              strip=spec.get("strip", True))
     except UserError as exc:
         return TaskFailed(exc.render())
     stamp.write(digest=result["digest"], id=result["id"])
+    stripped = result["stripped"]
     print(f"image:{name}: {result['ref']} {result['files']} files, "
-          f"{result['size'] / 1e6:.1f} MB, digest {result['digest']} -> {paths['tar']}")
+          f"{result['size'] / 1e6:.1f} MB, digest {result['digest']} -> {paths['tar']}"
+          + (f"; stripped {stripped['files']} ELF files, {stripped['bytes_saved'] / 1e6:.1f} MB "
+             "saved" if spec.get("strip", True) else "; not stripped")
+          # each one was warned about on stderr by the export
+          + (f", {len(stripped['failed'])} shipped unstripped" if stripped["failed"] else ""))
     if result["dangling_links"]:
         print(f"image:{name}: note: symlinks to paths outside the image: "
               f"{', '.join(result['dangling_links'][:5])}")
