@@ -49,6 +49,10 @@ def task_push():            # push images to a registry (image_registry)
     yield from stage_push.task_push()
 
 
+def task_cache_push():      # seed the build cache with what is built already
+    yield from stage_push.task_cache_push()
+
+
 def task_check_images():    # smoke tests in busybox/Debian/... containers
     yield from stage_image_checks.task_check_images()
 

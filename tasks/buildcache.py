@@ -27,6 +27,7 @@ import zlib
 from pathlib import Path
 
 from . import manifest, registry
+from .errors import UserError
 from .stamp import ENGINE_VERSION
 
 MEDIA_CONFIG = "application/vnd.dappdeps.component.config.v1+json"
@@ -186,6 +187,37 @@ class BuildCache:
         say(f"{comp.task}: pushed to {self.url}/{repo}@{digest} (key {stamp.key[:12]}…, "
             f"{_size(layer_size)}) in {time.time() - started:.1f} s")
         return True
+
+
+def push_built(cfg, dist_name):
+    """Upload the outputs already in cache/stage that the registry lacks: components built
+    before the cache was configured, or by a run in read-only mode. Only outputs whose
+    key.json matches the current key. Returns {"pushed", "present", "not built"} lists."""
+    from .component import Component
+    cache = for_config(cfg)
+    if not cache.url or cache.mode != "read-write":
+        raise UserError(f"pushing needs buildcache.url and mode read-write (now: url "
+                        f"'{cache.url}', mode {cache.mode}).", cfg.path, "buildcache")
+    done = {"pushed": [], "present": [], "not built": []}
+    for name in cfg.distributions[dist_name].components:
+        comp = Component(cfg, dist_name, name)
+        stamp = comp.stamp()
+        if not stamp.is_current():
+            done["not built"].append(name)
+            continue
+        try:
+            present = cache.client().manifest_digest(cache.repository(comp), stamp.key)
+        except registry.RegistryError as exc:
+            raise UserError(f"the build cache {cache.url} does not answer: {exc}", cfg.path,
+                            "buildcache.url") from exc
+        if present:
+            done["present"].append(name)
+        elif cache.push(comp, stamp):
+            done["pushed"].append(name)
+        else:
+            raise UserError(f"pushing {comp.task} failed: "
+                            f"{cache.push_refused or cache.disabled}", cfg.path, "buildcache")
+    return done
 
 
 def _size(size):

@@ -248,6 +248,24 @@ def test_read_only_never_pushes_but_pulls(tmp_path, reg):
 
 
 @needs_registry
+def test_cache_push_seeds_the_registry_with_outputs_built_before(tmp_path, reg):
+    proj = demo_project(tmp_path / "proj")
+    ro = run_doit(with_cache(proj, reg.url, mode="read-only"), check=True)
+    assert built(ro) == ["build:demo/hello", "build:demo/libgreet"] and pushed(ro) == []
+    config = with_cache(proj, reg.url)
+    seed = run_doit(config, "cache-push:demo", check=True)
+    assert built(seed) == [] and pushed(seed) == ["build:demo/hello", "build:demo/libgreet"]
+    assert "cache-push:demo: 2 pushed, 0 already in the registry" in seed.out
+    again = run_doit(config, "cache-push:demo", check=True)
+    assert pushed(again) == [] and "0 pushed, 2 already in the registry" in again.out
+    other = run_doit(second_builder(proj, reg.url), check=True)
+    assert pulled(other) == ["build:demo/hello", "build:demo/libgreet"] and built(other) == []
+    # read-only cannot seed; the error names the field
+    refused = run_doit(with_cache(proj, reg.url, mode="read-only"), "cache-push:demo")
+    assert refused.returncode != 0 and "buildcache" in refused.text
+
+
+@needs_registry
 def test_off_by_environment(tmp_path, reg, monkeypatch):
     proj = demo_project(tmp_path / "proj")
     monkeypatch.setenv("DAPPDEPS_BUILDCACHE", "off")
