@@ -236,28 +236,25 @@ def for_config(cfg):
         return cache
 
 
-def pull(comp, stamp):
-    """The builder's hook before a build: True when the output came from the registry."""
+def _hook(action, comp, stamp):
     if mode_of(comp.cfg) == "off":
         return False
     cache = for_config(comp.cfg)
     try:
-        return cache.pull(comp, stamp)
+        return getattr(cache, action)(comp, stamp)
     except Exception as exc:            # noqa: BLE001 - the cache must never fail a build
         cache.disable(comp.task, f"unexpected {type(exc).__name__}: {exc}")
         return False
+
+
+def pull(comp, stamp):
+    """The builder's hook before a build: True when the output came from the registry."""
+    return _hook("pull", comp, stamp)
 
 
 def push(comp, stamp):
     """The builder's hook after a successful build and stamp."""
-    if mode_of(comp.cfg) == "off":
-        return False
-    cache = for_config(comp.cfg)
-    try:
-        return cache.push(comp, stamp)
-    except Exception as exc:            # noqa: BLE001 - the cache must never fail a build
-        cache.disable(comp.task, f"unexpected {type(exc).__name__}: {exc}")
-        return False
+    return _hook("push", comp, stamp)
 
 
 # ---- the artifact -----------------------------------------------------------------
