@@ -163,6 +163,8 @@ def check_in_images(cfg, dist_name):
     finally:
         for dist, image in mounted_images(cfg, dist_name):
             _remove_container(client, f"dappdeps-check-{image}-{dist.version}")
+        # the commands' /tmp (files written as root by the containers)
+        shutil.rmtree(cfg.cache / "work" / "check-images" / dist_name, ignore_errors=True)
     report = {"distribution": dist_name,
               "mounted": [_ref(d, i) for d, i in mounted_images(cfg, dist_name)],
               "environment": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},

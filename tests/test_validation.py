@@ -137,3 +137,18 @@ def test_doit_exits_2_without_traceback(tmp_path):
     assert run.returncode == 2
     assert "Traceback" not in run.text
     assert "field 'jobs'" in run.err and "whole number" in run.err
+
+
+def test_runtime_image_must_be_one_of_the_distributions_images(tmp_path, monkeypatch):
+    config = {"distributions": {"base": {"version": "0.1.0", "components": ["zlib"],
+                                         "runtime_image": "base-runtime"}}}
+    text = error_of(monkeypatch, write(tmp_path, config))
+    assert "distributions.base.runtime_image" in text and "'base-runtime'" in text
+    config["distributions"]["base"]["images"] = {"base-runtime": {"include": ["lib"]}}
+    monkeypatch.setenv("DAPPDEPS_CONFIG", str(write(tmp_path, config)))
+    assert load_config().distributions["base"].runtime_image == "base-runtime"
+
+
+def test_checks_images_must_be_a_list_of_text(tmp_path, monkeypatch):
+    config = dict(GOOD_CONFIG, checks={"images": "busybox"})
+    assert "checks" in error_of(monkeypatch, write(tmp_path, config))
