@@ -3,10 +3,17 @@
 Each stage is one module under tasks/; this file only puts them in order.
 Unattended runs: bin/nightly (lock, report; docs/nightly.md).
 """
-from tasks import (hostcheck, legal, stage_build, stage_checks, stage_fetch, stage_image_checks,
-                   stage_images, stage_push, stage_tests)
-from tasks.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
-from tasks.pipeline import adopt_docs
+from tasks.stages import host as hostcheck
+from tasks.stages import legal
+from tasks.stages import build as stage_build
+from tasks.stages import check as stage_checks
+from tasks.stages import fetch as stage_fetch
+from tasks.stages import check_images as stage_image_checks
+from tasks.stages import image as stage_images
+from tasks.stages import push as stage_push
+from tasks.stages import test as stage_tests
+from tasks.stages.doitconfig import DOIT_CONFIG, install_signal_handlers  # noqa: F401
+from tasks.model.pipeline import adopt_docs
 
 
 def task_check_host():      # host tools for the sandboxed builds

@@ -39,8 +39,8 @@ def project_config(args, root, cache_dir, url, repository, mirrors):
     """A config file for one run: the given project's (or the fixture's) settings with
     cache_dir, buildcache and mirrors of this run."""
     if args.config:
-        from tasks.config import _deep_merge
-        from tasks.recipes import read_yaml
+        from tasks.model.config import _deep_merge
+        from tasks.model.recipes import read_yaml
         src = Path(args.config).resolve()
         data = read_yaml(src)
         if src.with_name("config.local.yaml").is_file():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export throughput of tasks.image.export_image against `tar -cf`, side by side.
+"""Export throughput of tasks.ship.image.export_image against `tar -cf`, side by side.
 
 Builds a distribution-like stage from host folders (default: /usr/lib/gcc, big files,
 plus /usr/include, thousands of small headers: ~250 MB, ~8000 files), then times, on a
@@ -24,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks import manifest  # noqa: E402
-from tasks.image import export_image  # noqa: E402
+from tasks.core import files
+from tasks.core import canonical
+from tasks.build import manifest  # noqa: E402
+from tasks.ship.image import export_image  # noqa: E402
 
 DEFAULT_SOURCES = ["/usr/lib/gcc", "/usr/include"]
 
@@ -54,7 +56,7 @@ def build_stage(work, sources):
     doc = {"format": 1, "distribution": "bench", "version": "1.0",
            "prefix": "/.dapp/deps/bench/1.0", "components": comps,
            "entries": manifest.merge("bench", layers)}
-    manifest.write_atomic(manifest_path, manifest.dumps(doc))
+    files.write_atomic(manifest_path, canonical.dumps(doc))
     return manifest_path, stage
 
 
@@ -86,7 +88,7 @@ def main():
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     manifest_path, stage = build_stage(work, args.source or DEFAULT_SOURCES)
-    doc = manifest.load(manifest_path)
+    doc = canonical.load(manifest_path)
     files = [e for e in doc["entries"] if e["type"] == "file"]
     total = sum(e["size"] for e in files)
     print(f"tree: {len(files)} files, {len(doc['entries'])} entries, {total / 1e6:.1f} MB "

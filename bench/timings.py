@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tasks.project import project  # noqa: E402
+from tasks.model.project import project  # noqa: E402
 
 
 def mb(n):

@@ -1,7 +1,7 @@
 """Fixtures for image export and container-engine tests.
 
 make_stage()      a fake cache/stage/<dist>/<component>/tree + merged manifest, as the
-                  assemble task writes them (tasks.manifest.scan_tree / merge / dumps)
+                  assemble task writes them (tasks.build.manifest.scan_tree / merge / dumps)
 static_programs() a static C program (gcc -static) and Debian's static busybox
 rootfs_image()    a one-layer docker-archive from a dict of files (no daemon involved):
                   a busybox image from busybox-static, and an empty `scratch` image
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import manifest
+from tasks.core import canonical
+from tasks.build import manifest
 
 BUSYBOX = "/bin/busybox"
 LONG_PATH = "share/" + "/".join(["a-rather-long-folder-name-%02d" % i for i in range(9)]) + "/file.txt"
@@ -95,7 +96,7 @@ def make_stage(cache, dist, version, components, prefix_root="/.dapp/deps", lice
         stage = cache / "stage" / dist / name
         write_tree(stage / "tree", files)
         entries = manifest.scan_tree(stage / "tree")
-        (stage / "manifest.json").write_text(manifest.dumps(
+        (stage / "manifest.json").write_text(canonical.dumps(
             {"format": 1, "name": name, "version": "1.0", "entries": entries}))
         layers.append((name, entries, set()))
         src = f"{name}-1.0.tar.gz"
@@ -108,7 +109,7 @@ def make_stage(cache, dist, version, components, prefix_root="/.dapp/deps", lice
            "prefix": f"{prefix_root}/{dist}/{version}", "components": comps,
            "entries": manifest.merge(dist, layers)}
     path = cache / "stage" / f"{dist}.manifest.json"
-    manifest.write_atomic(path, manifest.dumps(doc))
+    files.write_atomic(path, canonical.dumps(doc))
     return path
 
 
@@ -197,7 +198,7 @@ def busybox_files():
 # ---- engine access -----------------------------------------------------------------
 def engine():
     """A docker SDK client of the engine the product would use; skip only without socket."""
-    from tasks import engine as eng
+    from tasks.ship import engine as eng
     where = eng.engine_address()
     if where is None:
         pytest.skip("no container engine socket (DOCKER_HOST unset, no default socket); "
@@ -208,7 +209,7 @@ def engine():
 
 def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None):
     """Load a rootfs image once per engine (same content -> same id -> skipped)."""
-    from tasks import engine as eng
+    from tasks.ship import engine as eng
     tar = Path(tmp_dir) / f"{repository.replace('/', '_')}-{tag}.tar"
     image_id = rootfs_image(tar, repository, tag, files, cmd)
     eng.load(client, tar, f"{repository}:{tag}", image_id)

@@ -18,7 +18,9 @@ from conftest import REPO, doit_env, run_doit
 from fixtures import LIBGREET, FixtureProject, demo_project, wait_for
 from registryfixture import RegistryServer, available, free_port
 
-from tasks import buildcache, registry
+from tasks.core import canonical
+from tasks.ship import buildcache
+from tasks.ship import registry
 
 needs_registry = pytest.mark.skipif(
     not available(), reason="docker-registry is not installed (`apt-get install "
@@ -361,9 +363,9 @@ def _fake_stage(root):
     (root / "tree/bin/tool").write_text("#!/bin/sh\n")
     (root / "tree/bin/tool").chmod(0o755)
     (root / "tree/bin/alias").symlink_to("tool")
-    from tasks import manifest
+    from tasks.build import manifest
     doc = {"component": "c", "entries": manifest.scan_tree(root / "tree")}
-    (root / "manifest.json").write_text(manifest.dumps(doc))
+    (root / "manifest.json").write_text(canonical.dumps(doc))
     (root / "build.json").write_text("{}\n")
 
 

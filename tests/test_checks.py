@@ -3,7 +3,7 @@ import json
 
 from conftest import run_doit
 from fixtures import HELLO, LIBGREET, FixtureProject, demo_project
-from tasks import elf
+from tasks.core import elf
 
 
 def test_static_fixture_passes_in_an_empty_root(tmp_path):

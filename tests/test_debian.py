@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import tasks.debian as debian
+import tasks.sources.debian as debian
 from httpfixture import HttpFixture
-from tasks.debian import deb822_to_deb_src, host_deb_src, list_to_deb_src
-from tasks.download import fetch_source
-from tasks.errors import FetchError
-from tasks.recipes import Alternative, Source
+from tasks.sources.debian import deb822_to_deb_src, host_deb_src, list_to_deb_src
+from tasks.sources.download import fetch_source
+from tasks.core.errors import FetchError
+from tasks.model.recipes import Alternative, Source
 
 DEB822 = """\
 # the host's main archive

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import tasks.download as dl
+import tasks.sources.download as dl
 from httpfixture import HttpFixture
-from tasks.download import cached, download, fetch_source
-from tasks.errors import FetchError
-from tasks.recipes import Alternative, Source
+from tasks.sources.download import cached, download, fetch_source
+from tasks.core.errors import FetchError
+from tasks.model.recipes import Alternative, Source
 
 DATA = os.urandom(400_000)
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO
 from enginefixture import EPOCH, LONG_PATH, demo_stage, make_stage
-from tasks import image
-from tasks.errors import UserError
-from tasks.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, compile_patterns, export_image, select
+from tasks.ship import image
+from tasks.core.errors import UserError
+from tasks.ship.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, compile_patterns, export_image, select
 
 PREFIX = "/.dapp/deps/fx/1.0"
 SOURCE = "https://example.invalid/dappdeps"
@@ -237,7 +237,7 @@ def test_memory_stays_flat(tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
-        from tasks.image import export_image
+        from tasks.ship.image import export_image
 
         def status(key):
             for line in open("/proc/self/status"):
@@ -273,7 +273,7 @@ def test_memory_stays_flat(tmp_path):
 def fake_project(cache, manifest_path, **image_spec):
     from types import SimpleNamespace
 
-    from tasks.config import Distribution
+    from tasks.model.config import Distribution
     spec = {"repository": "dappdeps-test/fx", "include": ["**"], "exclude": []}
     spec.update(image_spec)
     dist = Distribution(name="fx", version="1.0", prefix=PREFIX, components=("hello",),
@@ -284,7 +284,7 @@ def fake_project(cache, manifest_path, **image_spec):
 
 
 def test_image_task_action_and_stamp(stage, tmp_path):
-    from tasks import stage_images
+    from tasks.stages import image as stage_images
     cache = Path(stage).parent.parent
     cfg = fake_project(cache, stage)
     dist = cfg.distributions["fx"]

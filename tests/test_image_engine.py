@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from enginefixture import EPOCH, busybox_files, demo_stage, engine, ensure_image
-from tasks import engine as eng
-from tasks.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, export_image
+from tasks.ship import engine as eng
+from tasks.ship.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, export_image
 
 REPO = "dappdeps-test/fx"
 PREFIX = "/.dapp/deps/fx/1.0"
@@ -213,7 +213,7 @@ def test_runtime_image_at_the_same_prefix(client, fx, work, base_images, names):
 
 # ---- the pipeline: fixture packages built by doit, exported, loaded, run -----------
 def test_pipeline_demo_distribution(client, base_images, tmp_path, names):
-    pytest.importorskip("tasks.download", reason="the fetch stage (tasks/download.py) "
+    pytest.importorskip("tasks.sources.download", reason="the fetch stage (tasks/download.py) "
                         "is not in this checkout yet")
     from conftest import REPO as REPO_ROOT
     from fixtures import demo_project
@@ -227,7 +227,7 @@ def test_pipeline_demo_distribution(client, base_images, tmp_path, names):
         dodo = tmp_path / "dodo.py"
         shutil.copy(REPO_ROOT / "dodo.py", dodo)
         with open(dodo, "a") as fh:
-            fh.write("\nfrom tasks.stage_images import task_image, task_load  # noqa\n")
+            fh.write("\nfrom tasks.stages.image import task_image, task_load  # noqa\n")
     run = run_doit_file(dodo, proj.root / "config.yaml", "load:demo")
     assert "image:demo" in run.ran("image:") and "load:demo" in run.ran("load:"), run.text
     result = json.loads((proj.cache / "images/demo-1.0.json").read_text())
@@ -272,8 +272,8 @@ def run_doit_file(dodo, config, *args):
 STUB_DODO = '''
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from tasks.project import project
-from tasks.stage_images import task_image, task_load  # noqa: F401
+from tasks.model.project import project
+from tasks.stages.image import task_image, task_load  # noqa: F401
 from enginefixture import demo_stage
 
 project.cache.mkdir(parents=True, exist_ok=True)

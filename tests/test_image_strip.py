@@ -1,4 +1,4 @@
-"""Images ship stripped ELF files (the stage keeps them unstripped): tasks.image strip."""
+"""Images ship stripped ELF files (the stage keeps them unstripped): tasks.ship.image strip."""
 import io
 import json
 import os
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from enginefixture import EPOCH, make_stage
-from tasks import image
-from tasks.errors import UserError
-from tasks.image import elf_ident, export_image
+from tasks.ship import image
+from tasks.core.errors import UserError
+from tasks.ship.image import elf_ident, export_image
 
 PREFIX = ".dapp/deps/st/1.0"
 
@@ -207,8 +207,8 @@ def test_missing_strip_is_a_clear_error(stage, tmp_path, monkeypatch):
 def test_image_task_strips_by_default_and_stamps_the_strip_version(stage, capsys):
     from types import SimpleNamespace
 
-    from tasks import stage_images
-    from tasks.config import IMAGE, Distribution
+    from tasks.stages import image as stage_images
+    from tasks.model.config import IMAGE, Distribution
     assert IMAGE.validate({"name": "x/y"}, "config.yaml")["strip"] is True
     cache = Path(stage).parent.parent
 

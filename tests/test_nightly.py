@@ -24,11 +24,11 @@ import pytest
 from conftest import REPO, doit_env
 from fixtures import HELLO, LIBGREET, FixtureProject, wait_for
 
-from tasks import report as reports
-from tasks.nightly import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from tasks.report import report as reports
+from tasks.nightly.nightly import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 
 # end-to-end runs need the fetch stage (tasks/download.py)
-needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("tasks.download") is None,
+needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("tasks.sources.download") is None,
                                     reason="the fetch stage (tasks/download.py) is missing")
 
 NIGHTLY = REPO / "bin" / "nightly"
@@ -416,9 +416,9 @@ def _tarball(path, members, top=None, mode="w:gz"):
 
 
 def test_license_texts_follow_the_source_tree_layout(tmp_path, monkeypatch):
-    from tasks.config import load_config
-    from tasks.errors import UserError
-    from tasks.legal import collect_license_texts
+    from tasks.model.config import load_config
+    from tasks.core.errors import UserError
+    from tasks.stages.legal import collect_license_texts
     proj = FixtureProject(tmp_path)
     proj.add_package("pkg", "1.0", {"Makefile": "all:\n"})
     downloads = proj.cache / "downloads"

@@ -6,7 +6,7 @@ import textwrap
 from conftest import run_doit
 from fixtures import FixtureProject
 
-from tasks import stage_tests
+from tasks.stages import test as stage_tests
 
 # Static: check:demo (part of a plain `doit`) audits that no program needs the host's libc.
 COUNTER = {

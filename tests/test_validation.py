@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from conftest import run_doit
-from tasks.config import load_config
-from tasks.errors import UserError
+from tasks.model.config import load_config
+from tasks.core.errors import UserError
 
 SHA = "a" * 64
 GOOD_RECIPE = {"name": "zlib", "version": "1.3", "description": "compression library",

@@ -1,0 +1,94 @@
+"""Manifests: what a component installed, and what a distribution's tree holds.
+
+A component's output is cache/stage/<distribution>/<component>/ with
+  tree/           the files it installed, relative to the prefix
+  manifest.json   one entry per path: type, mode, size, sha256, symlink target
+  key             the component key, written last (see stamp.py)
+
+Entry types: "dir", "file", "symlink", and "whiteout" (the component deleted a
+path that a dependency installed; overlayfs records that as a 0/0 char device).
+"""
+import os
+import stat
+from pathlib import Path
+
+from tasks.core.errors import UserError
+from tasks.core.files import sha256_file
+
+FORMAT = 1
+
+
+
+
+def scan_tree(root):
+    """Walk an output tree; return its entries sorted by path (deterministic)."""
+    root = Path(root)
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(dirnames) + sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            st = os.lstat(full)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                entries.append({"path": rel, "type": "symlink", "target": os.readlink(full)})
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append({"path": rel, "type": "dir", "mode": mode})
+            elif stat.S_ISREG(st.st_mode):
+                entries.append({"path": rel, "type": "file", "mode": mode, "size": st.st_size,
+                                "sha256": sha256_file(full)})
+            elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                entries.append({"path": rel, "type": "whiteout"})
+            else:
+                raise UserError(f"installed {rel}, which is neither a file, a folder nor a "
+                                "symlink (device, socket or fifo); dappdeps cannot ship it.",
+                                root)
+    entries.sort(key=lambda e: e["path"])
+    return entries
+
+
+
+
+
+
+
+
+
+
+def merge(dist_name, layers):
+    """Lay component outputs over each other in dependency order.
+
+    layers: [(component, entries, replaces)] in build order. A later component
+    may overwrite a non-folder path of an earlier one only if it declares that it
+    replaces it; otherwise two components installing one path is an error.
+    Returns the merged entries, each tagged with the component that provides it.
+    """
+    merged = {}
+    for comp, entries, replaces in layers:
+        for entry in entries:
+            path = entry["path"]
+            prev = merged.get(path)
+            if entry["type"] == "whiteout":
+                if prev is not None:
+                    _drop(merged, path)
+                continue
+            if prev is not None and not (prev["type"] == "dir" and entry["type"] == "dir"):
+                if prev["component"] not in replaces:
+                    raise UserError(
+                        f"the same path {path} is installed by components '{prev['component']}' "
+                        f"and '{comp}' of distribution '{dist_name}'.",
+                        hint=f"Remove it from one of them, or, if '{comp}' depends on "
+                             f"'{prev['component']}' and is meant to reinstall it, add "
+                             f"'{prev['component']}' to its 'replaces' list.")
+                if prev["type"] == "dir":
+                    _drop(merged, path)
+            merged[path] = dict(entry, component=comp)
+    return [merged[p] for p in sorted(merged)]
+
+
+def _drop(merged, path):
+    prefix = path + "/"
+    for key in [k for k in merged if k == path or k.startswith(prefix)]:
+        del merged[key]

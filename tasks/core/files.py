@@ -1,0 +1,90 @@
+"""File helpers every wing uses: one way to write atomically, hash, remove and tail.
+
+Kill-safety rests on write_atomic: the bytes reach the disk (fsync) before the
+rename that makes them visible, so a crash leaves the old file or the new one.
+"""
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def write_atomic(path, data):
+    """Replace `path` by `data` (str or bytes): temporary file, fsync, rename, fsync folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{_thread_id()}")
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _thread_id():
+    import threading
+    return threading.get_ident() % 100000
+
+
+def sha256_file(path, bufsize=CHUNK):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(bufsize)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def force_rmtree(path):
+    """Remove a tree even where a build left read-only folders (Go caches, `chmod -w`)."""
+    def onerror(func, p, _exc):
+        os.chmod(p, 0o700)
+        os.chmod(os.path.dirname(p), 0o700)
+        func(p)
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=onerror)
+        else:
+            os.unlink(path)
+
+
+def tail(path, count):
+    """The last `count` lines of a (log) file, read from at most its last 64 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            lines = fh.read().decode(errors="replace").splitlines(keepends=True)
+    except OSError:
+        return []
+    return lines[-count:]
+
+
+def append(path, text):
+    with open(path, "a") as fh:
+        fh.write(text + "\n")

@@ -1,0 +1,16 @@
+"""Messages of the engine: one whole line per write, so parallel builds never merge lines."""
+import sys
+import threading
+
+_LOCK = threading.Lock()
+
+
+def say(message):
+    text = str(message).rstrip("\n") + "\n"
+    with _LOCK:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def duration(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.1f} s"

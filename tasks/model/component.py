@@ -1,0 +1,170 @@
+"""A component: one recipe instantiated in one distribution.
+
+Knows its paths under cache/, the environment of its build, the shell script
+the framework renders from the recipe, and the inputs of its key.
+"""
+import hashlib
+import json
+import shlex
+from functools import cached_property
+from pathlib import Path
+
+from tasks.core.shell import dquote, words
+from tasks.model import flags
+from tasks.build import sandbox
+from tasks.model.stamp import Stamp
+
+
+class Component:
+    def __init__(self, cfg, dist_name, recipe_name):
+        self.cfg = cfg
+        self.dist = cfg.distributions[dist_name]
+        self.recipe = cfg.recipes[recipe_name]
+        self.name = recipe_name
+        self.task = f"build:{dist_name}/{recipe_name}"
+
+    # ---- paths -------------------------------------------------------------
+    @property
+    def stage_dir(self):
+        return self.cfg.cache / "stage" / self.dist.name / self.name
+
+    @property
+    def tree(self):
+        return self.stage_dir / "tree"
+
+    @property
+    def manifest_path(self):
+        return self.stage_dir / "manifest.json"
+
+    @property
+    def stamp_path(self):
+        return self.stage_dir / "key.json"
+
+    @property
+    def work_dir(self):
+        return self.cfg.cache / "work" / self.dist.name / self.name
+
+    @property
+    def log_path(self):
+        return self.cfg.cache / "logs" / self.dist.name / f"{self.name}.log"
+
+    # ---- graph -------------------------------------------------------------
+    @cached_property
+    def local_deps(self):
+        """Transitive dependencies inside this distribution, in build order."""
+        order = self.dist.components
+        wanted = set()
+        todo = [d for d in self.recipe.depends if d in order]
+        while todo:
+            dep = todo.pop()
+            if dep not in wanted:
+                wanted.add(dep)
+                todo += [d for d in self.cfg.recipes[dep].depends if d in order]
+        return [c for c in order if c in wanted]
+
+    @cached_property
+    def used_dists(self):
+        """Distributions this one uses, transitively, dependencies first."""
+        seen = []
+
+        def visit(name):
+            for used in self.cfg.distributions[name].uses:
+                visit(used)
+                if used not in seen:
+                    seen.append(used)
+        visit(self.dist.name)
+        return seen
+
+    # ---- environment and script -------------------------------------------
+    def environment(self):
+        used = [self.cfg.distributions[d] for d in self.used_dists]
+        path = [f"{self.dist.prefix}/bin"] + [f"{d.prefix}/bin" for d in reversed(used)]
+        path += ["/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin"]
+        env = {
+            "PREFIX": self.dist.prefix, "SRCDIR": sandbox.SRC, "BUILDDIR": sandbox.BUILD,
+            "NAME": self.name, "VERSION": self.recipe.version, "DISTRIBUTION": self.dist.name,
+            "JOBS": str(self.cfg.jobs), "SOURCE_DATE_EPOCH": str(self.cfg.source_date_epoch),
+            "PATH": ":".join(path), "HOME": sandbox.HOME, "LC_ALL": "C", "TZ": "UTC",
+            "SHELL": "/bin/bash", "TERM": "dumb",
+        }
+        for d in used:
+            env[f"PREFIX_{d.name.upper().replace('-', '_').replace('.', '_')}"] = d.prefix
+        env.update(flags.compiler_env(self.cfg, self.dist))
+        return env
+
+    def script(self):
+        """The build as one bash script: sources' fixups, patches, then the build system."""
+        r = self.recipe
+        lines = ["set -euo pipefail", 'cd "$SRCDIR"']
+        for key, value in r["environment"].items():
+            lines.append(f"export {key}={dquote(value)}")
+        for src in r.sources:
+            fixups = {alt.file: alt.fixup for alt in src.alternatives if alt.fixup}
+            for file, fixup in fixups.items():
+                where = f'"$SRCDIR/{src.dest}"' if src.dest else '"$SRCDIR"'
+                lines.append(f"if [ \"$(cat /dappdeps/meta/{_safe(src.id)}.alternative)\" = {shlex.quote(file)} ]; then")
+                lines.append(f"  (cd {where}\n{fixup.rstrip()}\n  )")
+                lines.append("fi")
+        for i, patch in enumerate(r.patches):
+            lines.append(f"echo '>>> patch {patch.name}'")
+            lines.append(f"patch -p1 --forward --batch -i /dappdeps/patches/{i:03d}-{patch.name}")
+        system = r["build"]
+        if r["pre_configure"]:
+            lines += ['cd "$SRCDIR"', r["pre_configure"].rstrip()]
+        if system == "autotools":
+            where = '"$BUILDDIR"' if r["out_of_tree"] else '"$SRCDIR"'
+            lines += [f"cd {where}", "echo '>>> configure'",
+                      '"$SRCDIR/configure" --prefix="$PREFIX" ' + words(r["configure"])]
+        if system in ("autotools", "make"):
+            if system == "make":
+                lines.append('cd "$SRCDIR"')
+            lines += ["echo '>>> make'", 'make -j"$JOBS" ' + words(r["make"]),
+                      "echo '>>> install'", "make " + words(r["install"]) + " install"]
+        if system == "script":
+            lines += ['cd "$SRCDIR"', r["script"].rstrip()]
+        if r["post_install"]:
+            lines += ['cd "$BUILDDIR"', "echo '>>> post_install'", r["post_install"].rstrip()]
+        return "\n".join(lines) + "\n"
+
+    # ---- key ---------------------------------------------------------------
+    def stamp(self, fetched=None):
+        """The component's key inputs; `fetched` maps source id -> Alternative obtained."""
+        from tasks.sources.download import cached
+        sources = []
+        for src in self.recipe.sources:
+            alt = None
+            if fetched is not None:
+                alt = fetched.get(src.id)
+            else:
+                hit = cached(src, self.cfg)
+                alt = hit.alternative if hit else None
+            alt = alt or src.primary
+            sources.append({"file": alt.file, "sha256": alt.sha256, "dest": src.dest})
+        env = self.environment()
+        env.pop("JOBS")   # parallelism does not change what is built
+        deps = {d: _manifest_digest(self.cfg.cache / "stage" / self.dist.name / d / "key.json")
+                for d in self.local_deps}
+        uses = {d: _manifest_digest(self.cfg.cache / "stage" / f"{d}.assembled.json")
+                for d in self.used_dists}
+        inputs = {
+            "recipe": {k: v for k, v in self.recipe.data.items() if k not in ("smoke", "test")},
+            "script": self.script(),
+            "environment": env,
+            "sources": sources,
+            "patches": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.recipe.patches},
+            "depends": deps,
+            "uses": uses,
+        }
+        return Stamp(self.stamp_path, inputs)
+
+
+def _manifest_digest(stamp_file):
+    try:
+        return json.loads(Path(stamp_file).read_text()).get("manifest")
+    except (OSError, ValueError):
+        return None
+
+
+
+def _safe(name):
+    return name.replace("/", "_")

@@ -1,0 +1,370 @@
+"""config.yaml: prefix root, distributions, mirrors, download and build settings.
+
+Overrides without editing the tracked file (see docs/config.md):
+  DAPPDEPS_CONFIG=path/to/other.yaml   use that file instead of ./config.yaml
+  config.local.yaml next to it         merged on top (git-ignored)
+  DAPPDEPS_OFFLINE=1                   same as download.offline: true
+  DAPPDEPS_JOBS=N                      same as jobs: N
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.core.errors import UserError
+from tasks.model.recipes import load_recipes, read_yaml
+from tasks.model.schema import Field, Schema, name_check
+
+IMAGE = Schema({
+    "name": Field(str, expect="the repository to tag, e.g. dappdeps/base"),
+    "include": Field(list, default=lambda: ["**"], item=Field(str)),
+    "exclude": Field(list, default=list, item=Field(str)),
+    # what ships is stripped; cache/stage keeps the debug info (docs/images.md)
+    "strip": Field(bool, default=True, expect="true (ship stripped ELF executables and "
+                   "shared libraries) or false (ship them as built)"),
+}, "image")
+
+DISTRIBUTION = Schema({
+    "version": Field(str, required=True, expect="the distribution's version as text, e.g. \"0.1.0\""),
+    "description": Field(str, default=""),
+    "components": Field(list, required=True, item=Field(str, check=name_check),
+                        expect="a list of recipe names"),
+    "uses": Field(list, default=list, item=Field(str, check=name_check),
+                  expect="a list of other distributions needed at build and run time"),
+    "toolchain": Field(str, default="", expect="the distribution whose compiler builds this one"),
+    "default": Field(bool, default=True),
+    "image": Field(IMAGE, default=dict),
+    "images": Field(dict, default=dict, item=Field(IMAGE),
+                    expect="extra images of this distribution: name: {include, exclude}"),
+    "runtime_image": Field(str, default="", expect="the image (of this distribution's images) "
+                           "that users of the distributions using this one mount at run time"),
+}, "distribution")
+
+CHECKS = Schema({
+    "images": Field(list, default=list, item=Field(str),
+                    expect="base images (references in the engine) to run the smoke tests in"),
+}, "check settings")
+
+DOWNLOAD = Schema({
+    "connect_timeout": Field(float, default=10.0),
+    "read_timeout": Field(float, default=60.0),
+    "retries": Field(int, default=3, check=lambda v: None if v >= 0 else "must be 0 or more."),
+    "backoff": Field(float, default=1.0, expect="seconds before the first retry; doubles each time"),
+    "offline": Field(bool, default=False),
+    "apt_refresh_hours": Field(float, default=24.0),
+}, "download settings")
+
+
+def _url_check(value):
+    if value and not value.startswith(("http://", "https://")):
+        return (f"'{value}' is not a registry URL: expected http://HOST[:PORT] or "
+                "https://HOST[:PORT] (http only for a registry on a trusted network).")
+    return None
+
+
+def _repository_check(value):
+    from tasks.ship.registry import REPOSITORY_RE
+    if not REPOSITORY_RE.match(value):
+        return (f"'{value}' is not a repository name: lowercase letters, digits, . _ - "
+                "and / between parts, e.g. dappdeps/cache.")
+    return None
+
+
+def _registry_fields(repository, url_expect):
+    """Where a registry is and how to log in (buildcache and image_registry)."""
+    return {
+        "url": Field(str, default="", check=_url_check, expect=url_expect),
+        "repository": Field(str, default=repository, check=_repository_check),
+        "username_env": Field(str, default="DAPPDEPS_REGISTRY_USERNAME",
+                              expect="the name of the environment variable holding the user"),
+        "password_env": Field(str, default="DAPPDEPS_REGISTRY_PASSWORD",
+                              expect="the name of the environment variable holding the "
+                                     "password or token"),
+        "docker_config": Field(bool, default=True, expect="true (also read credentials from "
+                               "$DOCKER_CONFIG/config.json or ~/.docker/config.json) or false"),
+        "connect_timeout": Field(float, default=3.0, check=_positive),
+        "read_timeout": Field(float, default=30.0, check=_positive),
+    }
+
+
+def _positive(value):
+    return None if value > 0 else "must be more than 0 seconds."
+
+
+BUILDCACHE = Schema({
+    **_registry_fields("dappdeps/cache", "the registry's URL, e.g. http://127.0.0.1:5000; "
+                       "empty: no build cache"),
+    "mode": Field(str, default="read-write",
+                  check=lambda v: None if v in ("read-write", "read-only", "off") else
+                  f"'{v}' is not a mode: use read-write, read-only or off."),
+    "gzip_level": Field(int, default=6, check=lambda v: None if 1 <= v <= 9 else
+                        "must be 1 (fastest) to 9 (smallest)."),
+}, "build cache settings")
+
+IMAGE_REGISTRY = Schema({
+    **_registry_fields("dappdeps", "the registry's URL; empty: buildcache.url"),
+    "default": Field(bool, default=False, expect="true (a plain doit pushes the default "
+                     "distributions' images) or false (only `doit push:<image>`)"),
+}, "image registry settings")
+
+CONFIG = Schema({
+    "prefix_root": Field(str, default="/.dapp/deps",
+                         check=lambda v: None if v.startswith("/") and v != "/" else
+                         f"'{v}' must be an absolute folder other than /."),
+    "cache_dir": Field(str, default="cache"),
+    "recipes_dir": Field(str, default="recipes"),
+    "jobs": Field(int, default=lambda: os.cpu_count() or 1,
+                  check=lambda v: None if v >= 1 else "must be 1 or more."),
+    "source_date_epoch": Field(int, default=1700000000),
+    "mirrors": Field(list, default=list, item=Field(str)),
+    "download": Field(DOWNLOAD, default=dict),
+    "distributions": Field(dict, required=True, item=Field(DISTRIBUTION),
+                           expect="a mapping of distribution name to its settings"),
+    "engine": Field(dict, default=dict, item=Field(str)),
+    "reports": Field(dict, default=dict),
+    "checks": Field(CHECKS, default=dict),
+    "buildcache": Field(BUILDCACHE, default=dict),
+    "image_registry": Field(IMAGE_REGISTRY, default=dict),
+}, "configuration")
+
+
+@dataclass
+class Distribution:
+    name: str
+    version: str
+    prefix: str
+    components: tuple            # recipe names, in build (topological) order
+    uses: tuple                  # names of other distributions
+    toolchain: str
+    default: bool
+    images: dict                 # image name -> {"repository", "include", "exclude", "strip"}
+    description: str = ""
+    runtime_image: str = ""      # the image mounted by users of distributions using this one
+
+
+@dataclass
+class Config:
+    path: Path
+    root: Path                   # folder relative paths are resolved against
+    data: dict
+    cache: Path
+    recipes_dir: Path
+    prefix_root: str
+    jobs: int
+    mirrors: tuple
+    download: dict
+    distributions: dict          # name -> Distribution, in dependency order
+    recipes: dict                # name -> Recipe
+    source_date_epoch: int
+    sources: dict = field(default_factory=dict)  # source id -> Source
+
+    def component_order(self, dist):
+        return self.distributions[dist].components
+
+    def closure(self, dist_name):
+        """The distribution and every one it uses, transitively (itself first): what a
+        check mounts next to it."""
+        order = [dist_name]
+        for name in order:
+            for used in self.distributions[name].uses:
+                if used not in order:
+                    order.append(used)
+        return order
+
+
+def _deep_merge(base, over):
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(repo_root):
+    env = os.environ.get("DAPPDEPS_CONFIG")
+    return Path(env).resolve() if env else Path(repo_root).resolve() / "config.yaml"
+
+
+def load_config(repo_root="."):
+    path = config_path(repo_root)
+    if not path.is_file():
+        raise UserError("the configuration file does not exist.", path,
+                        hint="Run doit from the repository root, or set DAPPDEPS_CONFIG.")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError("expected a configuration (key: value lines).", path)
+    local = path.with_name("config.local.yaml")
+    shown = path
+    if local.is_file():
+        over = read_yaml(local)
+        if not isinstance(over, dict):
+            raise UserError("expected key: value lines overriding config.yaml.", local)
+        data = _deep_merge(data, over)
+        shown = f"{path} (+ {local.name})"
+    data = CONFIG.validate(data, shown)
+    if os.environ.get("DAPPDEPS_OFFLINE", "") not in ("", "0"):
+        data["download"]["offline"] = True
+    if os.environ.get("DAPPDEPS_JOBS"):
+        try:
+            data["jobs"] = max(1, int(os.environ["DAPPDEPS_JOBS"]))
+        except ValueError:
+            raise UserError(f"'{os.environ['DAPPDEPS_JOBS']}' is not a whole number.",
+                            field="DAPPDEPS_JOBS (environment)") from None
+    root = path.parent
+    recipes = load_recipes(root / data["recipes_dir"])
+    dists = _distributions(data, recipes, shown)
+    cfg = Config(
+        path=path, root=root, data=data, cache=(root / data["cache_dir"]).resolve(),
+        recipes_dir=(root / data["recipes_dir"]).resolve(), prefix_root=data["prefix_root"].rstrip("/"),
+        jobs=data["jobs"], mirrors=tuple(data["mirrors"]), download=data["download"],
+        distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"])
+    cfg.sources = _sources(recipes, dists)
+    return cfg
+
+
+def find_cycle(graph):
+    """Return one cycle of {node: [successors]} as a list ending where it starts, or None."""
+    state = {}
+    stack = []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def topological(graph):
+    """Order nodes so that each comes after its successors (dependencies); stable by name."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node in seen:
+            return
+        seen.add(node)
+        for dep in sorted(graph.get(node, ())):
+            visit(dep)
+        order.append(node)
+
+    for node in graph:
+        visit(node)
+    return order
+
+
+def _distributions(data, recipes, path):
+    raw = data["distributions"]
+    if not raw:
+        raise UserError("is empty; define at least one distribution.", path, "distributions")
+    for name, dist in raw.items():
+        problem = name_check(name)
+        if problem:
+            raise UserError(problem, path, f"distributions.{name}")
+        for i, used in enumerate(dist["uses"] + ([dist["toolchain"]] if dist["toolchain"] else [])):
+            if used not in raw:
+                raise UserError(f"'{used}' is not a distribution defined in this file "
+                                f"(known: {', '.join(raw)}).", path, f"distributions.{name}.uses")
+        if dist["toolchain"] and dist["toolchain"] not in dist["uses"]:
+            dist["uses"].append(dist["toolchain"])
+    cycle = find_cycle({n: d["uses"] for n, d in raw.items()})
+    if cycle:
+        raise UserError(f"distributions use each other in a cycle: {' -> '.join(cycle)}.", path,
+                        "distributions.*.uses", "A distribution cannot need itself at build time.")
+    out = {}
+    for name in topological({n: d["uses"] for n, d in raw.items()}):
+        out[name] = _distribution(name, raw[name], raw, recipes, data["prefix_root"], path)
+    return out
+
+
+def _visible_components(name, raw, seen=None):
+    """Components of a distribution and of every distribution it uses, transitively."""
+    seen = seen if seen is not None else set()
+    if name in seen:
+        return {}
+    seen.add(name)
+    found = {c: name for c in raw[name]["components"]}
+    for used in raw[name]["uses"]:
+        for comp, owner in _visible_components(used, raw, seen).items():
+            found.setdefault(comp, owner)
+    return found
+
+
+def _distribution(name, dist, raw, recipes, prefix_root, path):
+    where = f"distributions.{name}.components"
+    comps = dist["components"]
+    if len(set(comps)) != len(comps):
+        dup = next(c for c in comps if comps.count(c) > 1)
+        raise UserError(f"'{dup}' is listed twice.", path, where)
+    for i, comp in enumerate(comps):
+        if comp not in recipes:
+            raise UserError(f"'{comp}' has no recipe (expected recipes/{comp}.yaml).", path,
+                            f"{where}[{i}]")
+    visible = _visible_components(name, raw)
+    graph = {}
+    for comp in comps:
+        recipe = recipes[comp]
+        local = []
+        for j, dep in enumerate(recipe.depends):
+            if dep not in visible:
+                raise UserError(f"depends on '{dep}', which is neither a component of "
+                                f"distribution '{name}' nor of a distribution it uses.",
+                                recipe.path, f"depends[{j}]",
+                                f"Add '{dep}' to {where} in {path}, or fix the name.")
+            if visible[dep] == name:
+                local.append(dep)
+        graph[comp] = local
+    cycle = find_cycle(graph)
+    if cycle:
+        raise UserError(f"components depend on each other in a cycle: {' -> '.join(cycle)}.",
+                        recipes[cycle[0]].path, "depends")
+    images = {name: {"repository": dist["image"]["name"] or f"dappdeps/{name}",
+                     "include": dist["image"]["include"], "exclude": dist["image"]["exclude"],
+                     "strip": dist["image"]["strip"]}}
+    for extra, spec in dist["images"].items():
+        images[extra] = {"repository": spec["name"] or f"dappdeps/{extra}",
+                         "include": spec["include"], "exclude": spec["exclude"],
+                         "strip": spec["strip"]}
+    runtime = dist["runtime_image"] or name
+    if runtime not in images:
+        raise UserError(f"'{runtime}' is not an image of distribution '{name}' "
+                        f"(its images: {', '.join(images)}).", path,
+                        f"distributions.{name}.runtime_image")
+    return Distribution(
+        name=name, version=dist["version"], prefix=f"{prefix_root.rstrip('/')}/{name}/{dist['version']}",
+        components=tuple(topological(graph)), uses=tuple(dist["uses"]), toolchain=dist["toolchain"],
+        default=dist["default"], images=images, description=dist["description"],
+        runtime_image=runtime)
+
+
+def _sources(recipes, dists):
+    """Every source used by a distribution's component, by id; one file, one checksum."""
+    used = {c for d in dists.values() for c in d.components}
+    by_file = {}
+    out = {}
+    for name in sorted(used):
+        recipe = recipes[name]
+        for src in recipe.sources:
+            for alt in src.alternatives:
+                prev = by_file.get(alt.file)
+                if prev and prev[0].sha256 != alt.sha256:
+                    raise UserError(f"file {alt.file} has sha256 {alt.sha256}, but recipe "
+                                    f"'{prev[1]}' pins it to {prev[0].sha256}.", recipe.path,
+                                    "sources", "One file name, one content: fix one of them.")
+                by_file[alt.file] = (alt, name)
+            out.setdefault(src.id, src)
+    return out

@@ -1,0 +1,213 @@
+"""Recipes: one small YAML file per component in recipes/ (see docs/recipes.md).
+
+A recipe says what is special about a component (sources, options, smoke tests);
+every generic step (download, verify, extract, patch, configure/make/install)
+is done once by the framework.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tasks.core.errors import UserError
+from tasks.model.schema import Field, Schema, name_check, sha256_check
+
+
+def _location_check(value):
+    if not value.startswith(("https://", "http://", "file://", "debian:")):
+        return (f"'{value}' is not a location: use an https://, http:// or file:// URL, "
+                "or debian:<source-package> for Debian's source archive.")
+    return None
+
+
+LOCATION = Field(str, check=_location_check)
+
+ALTERNATIVE = Schema({
+    "file": Field(str, required=True, expect="the file name, e.g. sed-4.9.tar.xz"),
+    "sha256": Field(str, required=True, check=sha256_check, expect="64 hex digits"),
+    "urls": Field(list, default=list, item=LOCATION),
+    "inner": Field(str, expect="the name of a tarball inside this one to unpack instead"),
+    "fixup": Field(str, default="", expect="shell run in the unpacked tree"),
+}, "source file")
+
+SOURCE = Schema(dict(ALTERNATIVE.fields, **{
+    "dest": Field(str, default="", expect="a folder inside the source tree, e.g. gmp"),
+    "extract": Field(bool, default=True),
+    "alternatives": Field(list, default=list, item=Field(ALTERNATIVE)),
+}), "source")
+
+BUILD_SYSTEMS = ("autotools", "make", "script")
+
+RECIPE = Schema({
+    "name": Field(str, required=True, check=name_check),
+    "inherit": Field(str, check=name_check, expect="the name of a recipe to start from"),
+    "version": Field(str, required=True, expect="the upstream version as text, e.g. \"4.9\""),
+    "description": Field(str, required=True, expect="one line saying what the component is"),
+    "homepage": Field(str, default=""),
+    "license": Field(str, required=True, expect="an SPDX expression, e.g. GPL-3.0-or-later"),
+    "license_files": Field(list, default=list, item=Field(str)),
+    "sources": Field(list, required=True, item=Field(SOURCE), expect="a list of sources"),
+    "patches": Field(list, default=list, item=Field(str)),
+    "depends": Field(list, default=list, item=Field(str, check=name_check)),
+    "replaces": Field(list, default=list, item=Field(str, check=name_check)),
+    "environment": Field(dict, default=dict, item=Field(str)),
+    "network": Field(bool, default=False),
+    "build": Field(str, default="autotools",
+                   check=lambda v: None if v in BUILD_SYSTEMS else
+                   f"'{v}' is not a build system: use one of {', '.join(BUILD_SYSTEMS)}."),
+    "out_of_tree": Field(bool, default=True),
+    "configure": Field(list, default=list, item=Field(str)),
+    "make": Field(list, default=list, item=Field(str)),
+    "install": Field(list, default=list, item=Field(str)),
+    "pre_configure": Field(str, default=""),
+    "post_install": Field(str, default=""),
+    "script": Field(str, default=""),
+    "test": Field(str, default="", expect="shell that runs the upstream test suite"),
+    "smoke": Field(list, default=list, item=Field(str)),
+}, "recipe")
+
+
+@dataclass(frozen=True)
+class Alternative:
+    file: str
+    sha256: str
+    urls: tuple
+    inner: str = None
+    fixup: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One upstream file, possibly available as several pinned alternatives."""
+    alternatives: tuple          # of Alternative, in the order they are tried
+    dest: str = ""
+    extract: bool = True
+
+    @property
+    def primary(self):
+        return self.alternatives[0]
+
+    @property
+    def id(self):
+        return self.primary.file
+
+
+@dataclass
+class Recipe:
+    name: str
+    version: str
+    description: str
+    license: str
+    path: Path
+    data: dict                    # the validated fields, inheritance applied
+    sources: tuple = ()
+    patches: tuple = ()           # absolute paths
+    depends: tuple = ()
+    replaces: tuple = ()
+    license_files: tuple = ()
+    smoke: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+
+def _read_yaml(path):
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot be read: {exc.strerror}.", path) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"is not valid YAML{where}: {problem}.", path) from None
+
+
+def read_yaml(path):
+    return _read_yaml(path)
+
+
+def load_recipes(recipes_dir):
+    """Load and validate every recipes/<name>.yaml; returns {name: Recipe}."""
+    recipes_dir = Path(recipes_dir)
+    if not recipes_dir.is_dir():
+        raise UserError("the recipes folder does not exist.", recipes_dir,
+                        hint="Set 'recipes_dir' in config.yaml to the folder holding <name>.yaml files.")
+    raw = {}
+    for path in sorted(recipes_dir.glob("*.yaml")):
+        data = _read_yaml(path)
+        if not isinstance(data, dict):
+            raise UserError("expected a recipe (key: value lines) but the file is empty or a list.", path)
+        name = data.get("name")
+        if name is not None and name != path.stem:
+            raise UserError(f"'{name}' does not match the file name; a recipe's name is its "
+                            f"file's name.", path, "name", f"Rename the file to {name}.yaml or "
+                            f"set name: {path.stem}.")
+        if path.stem in raw:
+            raise UserError(f"duplicate recipe name '{path.stem}'.", path, "name")
+        raw[path.stem] = (path, data)
+    recipes = {}
+    for name in raw:
+        recipes[name] = _build_recipe(name, raw, recipes_dir, stack=())
+    return recipes
+
+
+def _merged(name, raw, stack):
+    path, data = raw[name]
+    parent = data.get("inherit")
+    if parent is None:
+        return dict(data)
+    if parent not in raw:
+        raise UserError(f"inherits from '{parent}', which is not a recipe in {path.parent}.",
+                        path, "inherit")
+    if parent in stack + (name,):
+        cycle = " -> ".join(stack + (name, parent))
+        raise UserError(f"inheritance cycle: {cycle}.", path, "inherit")
+    base = _merged(parent, raw, stack + (name,))
+    for key in ("name", "inherit"):
+        base.pop(key, None)
+    base.update(data)
+    return base
+
+
+def _build_recipe(name, raw, recipes_dir, stack):
+    path, _ = raw[name]
+    merged = _merged(name, raw, stack)
+    merged.setdefault("name", name)
+    data = RECIPE.validate(merged, path)
+    sources = []
+    for i, src in enumerate(data["sources"]):
+        first = Alternative(src["file"], src["sha256"], tuple(src["urls"]), src["inner"], src["fixup"])
+        alts = [first] + [Alternative(a["file"], a["sha256"], tuple(a["urls"]), a["inner"], a["fixup"])
+                          for a in src["alternatives"]]
+        for j, alt in enumerate(alts):
+            if not alt.urls:
+                where = f"sources[{i}]" + (f".alternatives[{j - 1}]" if j else "")
+                raise UserError("has no locations.", path, f"{where}.urls",
+                                "List at least one URL or debian:<package> location.")
+        sources.append(Source(tuple(alts), src["dest"], src["extract"]))
+    if not sources:
+        raise UserError("is empty; a recipe needs at least one source.", path, "sources")
+    patches = []
+    for i, rel in enumerate(data["patches"]):
+        patch = (recipes_dir / rel).resolve()
+        if not patch.is_file():
+            raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
+        patches.append(patch)
+    if data["build"] == "script" and not data["script"].strip():
+        raise UserError("is empty but build is 'script'.", path, "script",
+                        "Write the build commands there, or use build: autotools.")
+    if name in data["depends"]:
+        raise UserError("a recipe cannot depend on itself.", path, "depends")
+    for i, rep in enumerate(data["replaces"]):
+        if rep not in data["depends"]:
+            raise UserError(f"'{rep}' is not in depends; a component may only replace files of "
+                            f"a component it depends on.", path, f"replaces[{i}]")
+    return Recipe(
+        name=name, version=data["version"], description=data["description"],
+        license=data["license"], path=path, data=data, sources=tuple(sources),
+        patches=tuple(patches), depends=tuple(data["depends"]), replaces=tuple(data["replaces"]),
+        license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))

@@ -1,0 +1,444 @@
+"""The shared build cache: component outputs as OCI artifacts in a registry, by key.
+
+Before a component builds, the engine asks the registry for the tag <key> (the
+component key, stamp.py) in repository <buildcache.repository>/<dist>-<component>. On a
+hit it pulls the artifact, checks it (manifest digest, config and layer sha256 and size,
+the unpacked tree against manifest.json) and publishes it into cache/stage exactly like
+a local build would: stage folder by renames, key.json written last. After a local
+build it pushes (read-write mode). docs/buildcache.md has the format and the policy.
+
+Failure policy: a registry that is down, slow, answers 5xx or refuses our credentials
+gives ONE warning and is not asked again during this run; the component builds
+locally. An artifact that fails a check is rejected with a warning naming it; that
+component builds locally (and, read-write, pushes its own output over the bad tag).
+Nothing here ever fails a build.
+"""
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+from tasks.core import canonical, files
+from tasks.core.log import say
+from tasks.build import manifest
+from tasks.ship import registry
+from tasks.core.errors import UserError
+from tasks.model.stamp import ENGINE_VERSION
+
+MEDIA_CONFIG = "application/vnd.dappdeps.component.config.v1+json"
+MEDIA_LAYER = "application/vnd.dappdeps.component.v1.tar+gzip"
+FORMAT = 1
+ANNOTATION = "io.dappdeps"
+MODES = ("read-write", "read-only", "off")
+
+
+def mode_of(cfg):
+    """The effective mode: DAPPDEPS_BUILDCACHE wins over buildcache.mode; no url = off."""
+    settings = cfg.data.get("buildcache") or {}
+    if not settings.get("url"):
+        return "off"
+    env = os.environ.get("DAPPDEPS_BUILDCACHE", "").strip().lower()
+    return env if env in MODES else settings.get("mode", "read-write")
+
+
+class BuildCache:
+    """The cache of one doit run (one per configuration, shared by build threads)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.settings = cfg.data.get("buildcache") or {}
+        self.mode = mode_of(cfg)
+        self.url = (self.settings.get("url") or "").rstrip("/")
+        self.disabled = None          # why the registry is not used any more in this run
+        self.push_refused = None      # why pushing stopped (the registry itself answers)
+        self._client = None
+        self._lock = threading.Lock()
+
+    # ---- policy ------------------------------------------------------------------
+    @property
+    def active(self):
+        return self.mode != "off" and self.disabled is None
+
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                s = self.settings
+                user, password, _where = registry.resolve_credentials(
+                    self.url, s["username_env"], s["password_env"], s["docker_config"])
+                self._client = registry.Registry(self.url, user, password,
+                                                 s["connect_timeout"], s["read_timeout"])
+            return self._client
+
+    def disable(self, task, exc):
+        with self._lock:
+            if self.disabled is not None:
+                return
+            self.disabled = str(exc)
+        if isinstance(exc, registry.AuthFailed):
+            what = ("check the credentials: the variables named by buildcache.username_env/"
+                    "password_env, or `docker login` for the Docker config file")
+        else:
+            what = ("check buildcache.url in config.yaml and that the registry runs, or set "
+                    "DAPPDEPS_BUILDCACHE=off")
+        say(f"warning: {task}: build cache {self.url} not usable ({exc}); it is skipped for "
+            f"the rest of this run and components build locally; {what}.")
+
+    def refuse_push(self, task, exc):
+        with self._lock:
+            if self.push_refused is not None:
+                return
+            self.push_refused = str(exc)
+        say(f"warning: {task}: the build cache {self.url} refused a push ({exc}); outputs are "
+            "not pushed for the rest of this run (pulls go on); check that the credentials "
+            "may push, or set buildcache.mode: read-only.")
+
+    def repository(self, comp):
+        return registry.repository_name(self.settings["repository"],
+                                        f"{comp.dist.name}-{comp.name}")
+
+    def where(self, comp, key):
+        return f"{self.url}/{self.repository(comp)}:{key}"
+
+    # ---- pull --------------------------------------------------------------------
+    def pull(self, comp, stamp):
+        """Publish the registry's output for stamp.key into the stage. True on success."""
+        if not self.active:
+            return False
+        started = time.time()
+        repo = self.repository(comp)
+        try:
+            found = self.client().get_manifest(repo, stamp.key)
+            if found is None:
+                return False
+            body, digest = found
+            doc = _check_manifest(body, comp, stamp.key)
+            config = _parse_config(self.client().blob_bytes(repo, doc["config"]))
+            _check_config(config, comp, stamp.key)
+            size = _install(self.client(), repo, doc["layers"][0], comp, config)
+        except registry.Corrupt as exc:
+            say(f"warning: {comp.task}: rejected {self.where(comp, stamp.key)} from the build "
+                f"cache: {exc}; building locally.")
+            return False
+        except (registry.RegistryError, OSError) as exc:
+            self.disable(comp.task, exc)
+            return False
+        stamp.write(manifest=config["manifest"], seconds=round(time.time() - started, 1),
+                    pulled={"registry": self.url, "repository": repo, "digest": digest})
+        comp.log_path.parent.mkdir(parents=True, exist_ok=True)
+        comp.log_path.write_text(f"# {comp.task} {comp.recipe.version} pulled from "
+                                 f"{self.url}/{repo}@{digest} "
+                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}; not compiled here\n")
+        say(f"{comp.task}: pulled from {self.url}/{repo} (key {stamp.key[:12]}…, "
+            f"{_size(size)}) in {time.time() - started:.1f} s")
+        return True
+
+    # ---- push --------------------------------------------------------------------
+    def push(self, comp, stamp):
+        """Upload the stage output of a finished local build (read-write mode only)."""
+        if not self.active or self.mode != "read-write" or self.push_refused:
+            return False
+        started = time.time()
+        repo = self.repository(comp)
+        layer = comp.stage_dir.with_name(f".{comp.name}.push.tar.gz")
+        try:
+            stored = json.loads(stamp.path.read_text())
+            layer_digest, layer_size = write_layer(comp.stage_dir, layer,
+                                                   self.cfg.source_date_epoch,
+                                                   self.settings["gzip_level"])
+            config = canonical.dumps({
+                "format": FORMAT, "key": stamp.key, "component": comp.name,
+                "distribution": comp.dist.name, "version": comp.recipe.version,
+                "prefix": comp.dist.prefix, "manifest": stored["manifest"],
+                "engine": ENGINE_VERSION}).encode()
+            config_desc = {"mediaType": MEDIA_CONFIG, "size": len(config),
+                           "digest": "sha256:" + hashlib.sha256(config).hexdigest()}
+            layer_desc = {"mediaType": MEDIA_LAYER, "size": layer_size, "digest": layer_digest}
+            client = self.client()
+            client.upload_blob(repo, config_desc["digest"], len(config), lambda: config)
+            client.upload_blob(repo, layer_digest, layer_size, lambda: open(layer, "rb"))
+            body = canonical.dumps({
+                "schemaVersion": 2, "mediaType": registry.MEDIA_MANIFEST,
+                "config": config_desc, "layers": [layer_desc],
+                "annotations": {f"{ANNOTATION}.key": stamp.key,
+                                f"{ANNOTATION}.component": comp.name,
+                                f"{ANNOTATION}.distribution": comp.dist.name,
+                                f"{ANNOTATION}.version": comp.recipe.version,
+                                "org.opencontainers.image.title": f"{comp.dist.name}/{comp.name}"},
+            }).encode()
+            digest = client.put_manifest(repo, stamp.key, body)
+        except (registry.AuthFailed, registry.Rejected) as exc:
+            # pulling may still work (read-only credentials, say): stop pushing only
+            self.refuse_push(comp.task, exc)
+            return False
+        except (registry.RegistryError, OSError, ValueError, KeyError) as exc:
+            self.disable(comp.task, exc)
+            return False
+        finally:
+            layer.unlink(missing_ok=True)
+        say(f"{comp.task}: pushed to {self.url}/{repo}@{digest} (key {stamp.key[:12]}…, "
+            f"{_size(layer_size)}) in {time.time() - started:.1f} s")
+        return True
+
+
+def push_built(cfg, dist_name):
+    """Upload the outputs already in cache/stage that the registry lacks: components built
+    before the cache was configured, or by a run in read-only mode. Only outputs whose
+    key.json matches the current key. Returns {"pushed", "present", "not built"} lists."""
+    from tasks.model.component import Component
+    cache = for_config(cfg)
+    if not cache.url or cache.mode != "read-write":
+        raise UserError(f"pushing needs buildcache.url and mode read-write (now: url "
+                        f"'{cache.url}', mode {cache.mode}).", cfg.path, "buildcache")
+    done = {"pushed": [], "present": [], "not built": []}
+    for name in cfg.distributions[dist_name].components:
+        comp = Component(cfg, dist_name, name)
+        stamp = comp.stamp()
+        if not stamp.is_current():
+            done["not built"].append(name)
+            continue
+        try:
+            present = cache.client().manifest_digest(cache.repository(comp), stamp.key)
+        except registry.RegistryError as exc:
+            raise UserError(f"the build cache {cache.url} does not answer: {exc}", cfg.path,
+                            "buildcache.url") from exc
+        if present:
+            done["present"].append(name)
+        elif cache.push(comp, stamp):
+            done["pushed"].append(name)
+        else:
+            raise UserError(f"pushing {comp.task} failed: "
+                            f"{cache.push_refused or cache.disabled}", cfg.path, "buildcache")
+    return done
+
+
+def _size(size):
+    return f"{size / 1e6:.1f} MB" if size >= 100e3 else f"{size / 1e3:.0f} kB"
+
+
+_CACHES = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def for_config(cfg):
+    with _CACHES_LOCK:
+        cache = _CACHES.get(id(cfg))
+        if cache is None or cache.cfg is not cfg:
+            cache = _CACHES[id(cfg)] = BuildCache(cfg)
+        return cache
+
+
+def _hook(action, comp, stamp):
+    if mode_of(comp.cfg) == "off":
+        return False
+    cache = for_config(comp.cfg)
+    try:
+        return getattr(cache, action)(comp, stamp)
+    except Exception as exc:            # noqa: BLE001 - the cache must never fail a build
+        cache.disable(comp.task, f"unexpected {type(exc).__name__}: {exc}")
+        return False
+
+
+def pull(comp, stamp):
+    """The builder's hook before a build: True when the output came from the registry."""
+    return _hook("pull", comp, stamp)
+
+
+def push(comp, stamp):
+    """The builder's hook after a successful build and stamp."""
+    return _hook("push", comp, stamp)
+
+
+# ---- the artifact -----------------------------------------------------------------
+def _check_manifest(body, comp, key):
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise registry.Corrupt("the manifest is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+        raise registry.Corrupt("not an OCI manifest (schemaVersion 2)")
+    config = doc.get("config") or {}
+    layers = doc.get("layers") or []
+    if config.get("mediaType") != MEDIA_CONFIG:
+        raise registry.Corrupt(f"config media type {config.get('mediaType')!r} is not "
+                               f"{MEDIA_CONFIG}")
+    if len(layers) != 1 or layers[0].get("mediaType") != MEDIA_LAYER:
+        raise registry.Corrupt(f"expected one layer of type {MEDIA_LAYER}")
+    said = (doc.get("annotations") or {}).get(f"{ANNOTATION}.key")
+    if said != key:
+        raise registry.Corrupt(f"annotation {ANNOTATION}.key is {said!r}, not this key")
+    return doc
+
+
+def _parse_config(blob):
+    try:
+        config = json.loads(blob)
+    except ValueError:
+        raise registry.Corrupt("the config blob is not JSON") from None
+    if not isinstance(config, dict):
+        raise registry.Corrupt("the config blob is not a JSON object")
+    return config
+
+
+def _check_config(config, comp, key):
+    expect = {"format": FORMAT, "key": key, "component": comp.name,
+              "distribution": comp.dist.name, "prefix": comp.dist.prefix}
+    for name, value in expect.items():
+        if config.get(name) != value:
+            raise registry.Corrupt(f"config {name} is {config.get(name)!r}, expected {value!r}")
+    if not isinstance(config.get("manifest"), str) or len(config["manifest"]) != 64:
+        raise registry.Corrupt("config has no manifest digest")
+
+
+def _install(client, repo, layer_desc, comp, config):
+    """Download, unpack and verify the layer, then move it into the stage (renames).
+    Returns the layer's size. Raises Corrupt when anything does not match."""
+    from tasks.build.builder import replace_stage
+    stage_dir = comp.stage_dir
+    scratch = stage_dir.with_name(f".{comp.name}.pull")
+    new = stage_dir.with_name(f".{comp.name}.new")
+    for leftover in (scratch, new):
+        if leftover.exists():
+            files.force_rmtree(leftover)
+    scratch.mkdir(parents=True)
+    try:
+        blob = client.blob_to_file(repo, layer_desc, scratch / "layer.tar.gz")
+        try:
+            unpack_layer(blob, new)
+            verify_output(new, comp, config["manifest"])
+        except registry.Corrupt:
+            if new.exists():
+                files.force_rmtree(new)
+            raise
+        replace_stage(comp, new)
+    finally:
+        files.force_rmtree(scratch)
+    return layer_desc["size"]
+
+
+def write_layer(stage_dir, out, epoch, level=6):
+    """A deterministic tar.gz of stage_dir's manifest.json, build.json and tree/ (in
+    manifest order, mtime = epoch, uid/gid 0, no names). Returns (digest, size)."""
+    stage_dir = Path(stage_dir)
+    doc = canonical.load(stage_dir / "manifest.json")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                           compresslevel=level) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT,
+                              encoding="utf-8") as tar:
+                for name in ("manifest.json", "build.json"):
+                    _add(tar, name, tarfile.REGTYPE, 0o644, epoch, stage_dir / name)
+                _add(tar, "tree", tarfile.DIRTYPE, 0o755, epoch)
+                root = stage_dir / "tree"
+                for e in doc["entries"]:
+                    name = f"tree/{e['path']}"
+                    if e["type"] == "dir":
+                        _add(tar, name, tarfile.DIRTYPE, e["mode"], epoch)
+                    elif e["type"] == "file":
+                        _add(tar, name, tarfile.REGTYPE, e["mode"], epoch, root / e["path"])
+                    elif e["type"] == "symlink":
+                        _add(tar, name, tarfile.SYMTYPE, 0o777, epoch, link=e["target"])
+                    elif e["type"] == "whiteout":
+                        _add(tar, name, tarfile.CHRTYPE, 0, epoch)
+                    else:
+                        raise ValueError(f"{stage_dir}: entry {e['path']} has type {e['type']}")
+    sha = hashlib.sha256()
+    with open(tmp, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    os.replace(tmp, out)
+    return "sha256:" + sha.hexdigest(), out.stat().st_size
+
+
+def _add(tar, name, kind, mode, epoch, path=None, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = kind, mode & 0o7777, epoch
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.linkname = link
+    if kind == tarfile.REGTYPE:
+        info.size = os.stat(path).st_size
+        with open(path, "rb") as fh:
+            tar.addfile(info, fh)
+    else:
+        tar.addfile(info)
+
+
+_TOP = {"manifest.json", "build.json"}
+
+
+def unpack_layer(archive, dest):
+    """Unpack a layer written by write_layer into dest (a new folder). Every member must
+    be manifest.json, build.json or under tree/, inside a folder unpacked before it (so
+    nothing is written through a symlink), and of a kind an output holds."""
+    dest = Path(dest)
+    dest.mkdir(parents=True)
+    dirs = {""}
+    modes = []
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for m in tar:
+                name = m.name
+                parts = name.split("/")
+                if (name.startswith("/") or any(p in ("", ".", "..") for p in parts)
+                        or not (name in _TOP or parts[0] == "tree")):
+                    raise registry.Corrupt(f"layer member {name!r} is not part of an output")
+                parent = "/".join(parts[:-1])
+                if parent not in dirs:
+                    raise registry.Corrupt(f"layer member {name!r} comes before its folder")
+                path = dest / name
+                if m.isdir():
+                    os.mkdir(path, 0o700)
+                    dirs.add(name)
+                    modes.append((path, m.mode & 0o7777))
+                elif m.isreg():
+                    src = tar.extractfile(m)
+                    with open(path, "xb") as fh:
+                        shutil.copyfileobj(src, fh, 1 << 20)
+                    os.chmod(path, m.mode & 0o7777)
+                elif m.issym() and name not in _TOP:
+                    os.symlink(m.linkname, path)
+                elif m.ischr() and m.devmajor == 0 and m.devminor == 0 and name not in _TOP:
+                    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+                else:
+                    raise registry.Corrupt(f"layer member {name!r} has a kind an output "
+                                           "cannot hold")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, FileExistsError) as exc:
+        raise registry.Corrupt(f"the layer does not unpack: {exc}") from None
+    for path, mode in reversed(modes):
+        os.chmod(path, mode)
+
+
+def verify_output(folder, comp, manifest_digest):
+    """The unpacked output must be exactly what its manifest.json says, and that
+    manifest must be this component's and have the digest the config names."""
+    folder = Path(folder)
+    for name in ("manifest.json", "build.json", "tree"):
+        if not (folder / name).exists():
+            raise registry.Corrupt(f"the layer has no {name}")
+    text = (folder / "manifest.json").read_bytes()
+    if hashlib.sha256(text).hexdigest() != manifest_digest:
+        raise registry.Corrupt("manifest.json does not have the digest the config names")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise registry.Corrupt("manifest.json is not JSON") from None
+    for name, value in (("component", comp.name), ("distribution", comp.dist.name),
+                        ("prefix", comp.dist.prefix), ("version", comp.recipe.version)):
+        if doc.get(name) != value:
+            raise registry.Corrupt(f"manifest.json {name} is {doc.get(name)!r}, not {value!r}")
+    entries = manifest.scan_tree(folder / "tree")
+    if entries != doc.get("entries"):
+        listed = {e["path"]: e for e in doc.get("entries") or []}
+        found = {e["path"]: e for e in entries}
+        diff = sorted(p for p in set(listed) | set(found) if listed.get(p) != found.get(p))
+        raise registry.Corrupt(f"the unpacked tree differs from manifest.json at "
+                               f"{', '.join(diff[:3])}")

@@ -1,0 +1,280 @@
+"""Container engines through the Docker API (docker SDK): Docker, or Podman's service.
+
+connect()                     the engine of DOCKER_HOST, else the first default socket that
+                              exists (/var/run/docker.sock, /run/podman/podman.sock, ...);
+                              None when there is none (the image tarballs are then the result)
+load(client, tar, ref, id)    `docker load` of an exported image + tag; skipped when the engine
+                              already has that image id under that name
+push(client, ref, registry)   optional upload (config.yaml: engine.push: "true", engine.registry)
+create_volume_container()     the seed's `docker create --volume P IMG no-such-cmd`, made to work
+                              with both engines: Docker fills an image's VOLUME when the container
+                              is created, Podman only when it is first started, so the container
+                              is started once (the start fails on the missing command, on purpose)
+                              when its volume is still empty after create, then checked.
+"""
+import io
+import os
+import tarfile
+from pathlib import Path
+
+from tasks.core.errors import UserError
+
+DEFAULT_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman/podman.sock",
+    "/var/run/podman/podman.sock",
+)
+NO_SUCH_CMD = "no-such-cmd"
+
+
+def _user_sockets():
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return (f"{runtime}/docker.sock", f"{runtime}/podman/podman.sock")
+
+
+def engine_address(configured=""):
+    """DOCKER_HOST, or the configured address (config.yaml engine.host), or
+    unix://<first existing default socket>, or None."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    if configured:
+        return configured
+    for path in DEFAULT_SOCKETS + _user_sockets():
+        try:
+            if Path(path).is_socket():
+                return f"unix://{path}"
+        except OSError:
+            continue
+    return None
+
+
+def connect(required=False, timeout=120, configured=""):
+    """A docker.DockerClient that answered a ping, or None (or UserError if required)."""
+    address = engine_address(configured)
+    if address is None:
+        if required:
+            raise UserError("no container engine: DOCKER_HOST is unset and no default socket "
+                            f"exists ({', '.join(DEFAULT_SOCKETS)}).",
+                            hint="Start one, e.g. `bash .ci/podman.sh` (Podman's Docker API).")
+        return None
+    try:
+        import docker
+    except ImportError:
+        if required:
+            raise UserError("the docker Python package is missing.",
+                            hint="pip install -r requirements.txt") from None
+        return None
+    try:
+        if os.environ.get("DOCKER_HOST"):
+            client = docker.from_env(timeout=timeout)    # honours DOCKER_TLS_VERIFY & co
+        else:
+            client = docker.DockerClient(base_url=address, timeout=timeout)
+        client.ping()
+        return client
+    except Exception as exc:                              # noqa: BLE001 - any failure = no engine
+        if required:
+            raise UserError(f"the container engine at {address} does not answer ({exc}).",
+                            hint="Is the daemon (or `podman system service`) running?") from None
+        return None
+
+
+def engine_kind(client):
+    """'podman' or 'docker' (what fills volumes when)."""
+    try:
+        version = client.version()
+    except Exception:                                     # noqa: BLE001
+        return "docker"
+    names = " ".join(c.get("Name", "") for c in version.get("Components") or [])
+    return "podman" if "podman" in names.lower() else "docker"
+
+
+def describe(client):
+    version = client.version()
+    return f"{engine_kind(client)} {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
+
+
+# ---- images ------------------------------------------------------------------------
+def _inspect(client, ref):
+    import docker.errors
+    try:
+        return client.api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return None
+        raise
+
+
+def has_image(client, ref, image_id, digest=None):
+    """True when ref names the image with that id (config digest; Docker's containerd
+    store reports the manifest digest instead, also accepted)."""
+    info = _inspect(client, ref)
+    if not info:
+        return False
+    ids = {image_id, image_id.split(":", 1)[-1]}
+    if digest:
+        ids |= {digest, digest.split(":", 1)[-1]}
+    if info.get("Id") in ids:
+        return True
+    return bool(digest) and any(d.endswith("@" + digest) for d in info.get("RepoDigests") or [])
+
+
+def split_ref(ref):
+    """'reg:5000/a/b:tag' -> ('reg:5000/a/b', 'tag')."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def load(client, tar_path, ref, image_id, digest=None):
+    """Load an image tarball (streamed from disk) and tag it ref.
+
+    Returns "up to date" when the engine already had it, else "loaded"."""
+    if has_image(client, ref, image_id, digest):
+        return "up to date"
+    import docker.errors
+    with open(tar_path, "rb") as fh:
+        try:
+            # api.load_image streams the file (requests sends file objects in blocks)
+            for line in client.api.load_image(fh) or ():
+                if isinstance(line, dict) and (line.get("error") or line.get("errorDetail")):
+                    raise UserError(f"the engine refused to load {tar_path}: "
+                                    f"{line.get('error') or line.get('errorDetail')}.")
+        except docker.errors.APIError as exc:
+            raise UserError(f"the engine refused to load {tar_path}: {exc.explanation or exc}."
+                            ) from None
+    info = _inspect(client, image_id) or _inspect(client, ref)
+    if info is None:
+        raise UserError(f"loaded {tar_path}, but the engine has no image {image_id} afterwards.")
+    repository, tag = split_ref(ref)
+    client.api.tag(info["Id"], repository, tag)
+    if not has_image(client, ref, image_id, digest):
+        raise UserError(f"loaded {tar_path}, but {ref} is not image {image_id} (it is "
+                        f"{(_inspect(client, ref) or {}).get('Id')}).")
+    return "loaded"
+
+
+def push(client, ref, registry=""):
+    """Push ref (retagged under registry/ when given); returns the pushed name."""
+    repository, tag = split_ref(ref)
+    target = f"{registry.rstrip('/')}/{repository}" if registry else repository
+    if target != repository:
+        client.api.tag(ref, target, tag)
+    errors = []
+    for line in client.api.push(target, tag=tag, stream=True, decode=True):
+        if isinstance(line, dict) and (line.get("error") or line.get("errorDetail")):
+            errors.append(line.get("error") or str(line.get("errorDetail")))
+    if errors:
+        raise UserError(f"pushing {target}:{tag} failed: {errors[-1]}",
+                        hint="Check engine.registry in config.yaml and the engine's login.")
+    return f"{target}:{tag}"
+
+
+# ---- the seed's volume container ---------------------------------------------------
+def remove_container(client, name):
+    import docker.errors
+    try:
+        client.api.remove_container(name, force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if getattr(exc, "status_code", None) != 404:
+            raise
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over the SDK's chunk generator (reads only what is asked)."""
+
+    def __init__(self, chunks):
+        self.chunks = iter(chunks)
+        self.buf = b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, target):
+        while not self.buf:
+            try:
+                self.buf = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self.buf))
+        target[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+def volume_has_content(client, container, prefix):
+    """True when the container's view of prefix holds at least one entry.
+
+    Reads the first two members of GET /containers/<id>/archive?path=prefix (the folder
+    and its first child) and drops the rest of the stream: cheap for any volume size."""
+    import docker.errors
+    try:
+        chunks, _stat = client.api.get_archive(container, prefix.rstrip("/"), chunk_size=65536)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return False
+        raise
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), 65536),
+                          mode="r|") as tar:
+            count = 0
+            for _member in tar:
+                count += 1
+                if count >= 2:
+                    return True
+            return False
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+
+
+def create_volume_container(client, image, prefix, name, replace=True):
+    """`docker create --name NAME --volume PREFIX IMAGE no-such-cmd`, filled on any engine.
+
+    Docker copies the image's PREFIX into the new anonymous volume at create time; Podman
+    does it when the container first starts. So: create; if the volume is still empty,
+    start the container once (it fails on the missing command, which is ignored), and
+    verify the volume now holds the image's files. Returns the container (never running).
+    """
+    import docker.errors
+    if replace:
+        remove_container(client, name)
+    container = client.containers.create(image, command=[NO_SUCH_CMD], name=name,
+                                         volumes=[prefix], network_mode="none")
+    if volume_has_content(client, container.id, prefix):
+        return container
+    try:
+        container.start()
+    except docker.errors.APIError:
+        pass                        # expected: no-such-cmd does not exist in the image
+    try:
+        container.wait(timeout=60)
+    except Exception:               # noqa: BLE001 - never started, nothing to wait for
+        pass
+    if not volume_has_content(client, container.id, prefix):
+        raise UserError(f"the volume {prefix} of container {name} stays empty after create and "
+                        f"a first start: does image {image} hold {prefix}?")
+    return container
+
+
+def run(client, image, command, volumes_from=(), name=None, remove=True, **kwargs):
+    """Run a command to completion; returns (exit code, output text). No network."""
+    container = client.containers.create(image, command=command, name=name,
+                                         volumes_from=list(volumes_from),
+                                         network_mode="none", **kwargs)
+    try:
+        container.start()
+        status = container.wait(timeout=300)
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        return status.get("StatusCode", -1), output
+    finally:
+        if remove:
+            container.remove(force=True, v=True)   # its own anonymous volumes only

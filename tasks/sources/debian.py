@@ -1,0 +1,281 @@
+"""`debian:<source-package>` locations: Debian's source archive, asked through apt.
+
+apt runs with private state under cache/apt (sources, lists, cache, state); the host's
+/etc/apt is only read. The deb-src entries are derived at run time from the host's own
+deb sources, so no mirror host name lives in the repository and whatever mirror (or
+proxy) the machine is set up for is the one used. apt only says where a file is and
+what its sha256 is; the transfer goes through tasks/download.py like any other URL, so
+progress, resume and verification are the same everywhere.
+"""
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.core.errors import FetchError
+
+# Tests point this at fixture folders; nothing here ever writes below it.
+HOST_ETC = Path("/etc/apt")
+
+# apt's own rule for which files in sources.list.d count (editor backups etc. do not).
+_PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
+_ONE_LINE = re.compile(r"^(deb|deb-src)\s+(\[[^\]]*\]\s+)?(\S.*)$")
+
+
+# ---------------------------------------------------------------- deb -> deb-src
+
+def _stanzas(text):
+    """deb822 text -> list of stanzas, each a list of [field, value] (value keeps its
+    continuation lines, e.g. an inline Signed-By key)."""
+    stanzas, current = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current = []
+        elif line.startswith("#"):
+            continue
+        elif line[0] in " \t":
+            if current:
+                current[-1][1] += "\n" + line
+        elif ":" in line:
+            name, value = line.split(":", 1)
+            current.append([name.strip(), value.strip()])
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def _get(stanza, name):
+    for field, value in stanza:
+        if field.lower() == name.lower():
+            return value
+    return None
+
+
+def deb822_to_deb_src(text):
+    """Stanzas of a .sources file that name binary or source indexes, as deb-src stanzas.
+
+    Disabled stanzas (Enabled: no) are dropped: the host chose not to use them.
+    """
+    out = []
+    for stanza in _stanzas(text):
+        types = (_get(stanza, "Types") or "").split()
+        if not {"deb", "deb-src"} & set(types):
+            continue
+        if (_get(stanza, "Enabled") or "yes").strip().lower() == "no":
+            continue
+        lines = []
+        for field, value in stanza:
+            if field.lower() == "types":
+                value = "deb-src"
+            first, nl, rest = value.partition("\n")
+            lines.append(f"{field}:{' ' + first if first else ''}{nl}{rest}")
+        out.append("\n".join(lines) + "\n")
+    return out
+
+
+def list_to_deb_src(text):
+    """One-line `deb [options] uri suite components` entries as `deb-src ...` lines."""
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = _ONE_LINE.match(line)
+        if match:
+            options = f"{match.group(2).strip()} " if match.group(2) else ""
+            out.append(f"deb-src {options}{match.group(3)}\n")
+    return out
+
+
+def _unique(items):
+    seen = set()
+    return [i for i in items if not (i in seen or seen.add(i))]
+
+
+def host_deb_src(etc=None):
+    """(one-line entries, deb822 stanzas) derived from the host's apt sources.
+
+    Duplicates are folded: a host that already has a deb-src twin of its deb entries
+    would otherwise give apt the same index twice (and a warning on every run).
+    """
+    etc = Path(etc or HOST_ETC)
+    lines, stanzas = [], []
+    main = etc / "sources.list"
+    if main.is_file():
+        lines += list_to_deb_src(main.read_text(errors="replace"))
+    parts = etc / "sources.list.d"
+    if parts.is_dir():
+        for part in sorted(parts.iterdir()):
+            if not (part.is_file() and _PART_NAME.match(part.name)):
+                continue
+            text = part.read_text(errors="replace")
+            if part.suffix == ".list":
+                lines += list_to_deb_src(text)
+            else:
+                stanzas += deb822_to_deb_src(text)
+    return "".join(_unique(lines)), "\n".join(_unique(stanzas))
+
+
+# ---------------------------------------------------------------- private apt
+
+class PrivateApt:
+    """apt-get/apt-cache with every piece of writable state under `root`."""
+
+    def __init__(self, root, refresh_hours=24.0, retries=3, etc=None):
+        self.root = Path(root)
+        self.refresh_hours = float(refresh_hours)
+        self.retries = int(retries)
+        self.etc = Path(etc or HOST_ETC)
+
+    def options(self):
+        r = self.root
+        return [
+            "-o", f"Dir::Etc::SourceList={r / 'sources.list'}",
+            "-o", f"Dir::Etc::SourceParts={r / 'sources.list.d'}",
+            # A private Dir::State keeps apt away from the host's lock files, so a
+            # concurrent `apt-get install` on the host neither blocks nor breaks us.
+            "-o", f"Dir::State={r / 'state'}",
+            "-o", f"Dir::State::Lists={r / 'lists'}",
+            "-o", f"Dir::Cache={r / 'cache'}",
+            # The _apt user may not be able to enter a private folder under $HOME.
+            "-o", "APT::Sandbox::User=root",
+            "-o", "Acquire::Languages=none",
+            "-o", f"Acquire::Retries={self.retries}",
+            "-q",
+        ]
+
+    def _run(self, *args, what):
+        exe = shutil.which("apt-get" if args[0] != "showsrc" else "apt-cache")
+        if exe is None:
+            raise FetchError("debian: locations need apt (apt-get and apt-cache), which this "
+                             "host does not have; add a mirror or a URL to the recipe instead")
+        env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
+        try:
+            return subprocess.run([exe, *self.options(), *args], capture_output=True, text=True,
+                                  env=env, cwd=self.root, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise FetchError(f"cannot run {exe} for {what}: {exc.strerror}") from None
+
+    @contextmanager
+    def _locked(self):
+        """Exclusive while deciding on / running `apt-get update`, shared afterwards, so
+        parallel fetch tasks update once and never read lists that are being rewritten."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._ensure_lists()
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    def _has_lists(self):
+        lists = self.root / "lists"
+        return lists.is_dir() and any("Sources" in p.name for p in lists.iterdir())
+
+    def _ensure_lists(self):
+        one_line, deb822 = host_deb_src(self.etc)
+        if not (one_line.strip() or deb822.strip()):
+            raise FetchError(f"the host's apt has no deb or deb-src entries ({self.etc}/sources.list, "
+                             f"{self.etc}/sources.list.d/), so there is no Debian archive to ask; "
+                             "configure apt, or give the recipe a URL or config.yaml a mirror")
+        digest = hashlib.sha256((one_line + "\0" + deb822).encode()).hexdigest()
+        stamp = self.root / "updated.json"
+        try:
+            done = json.loads(stamp.read_text())
+            age = time.time() - stamp.stat().st_mtime
+        except (OSError, ValueError):
+            done, age = {}, None
+        if (age is not None and age < self.refresh_hours * 3600 and done.get("sources") == digest
+                and self._has_lists()):
+            return
+        parts = self.root / "sources.list.d"
+        parts.mkdir(parents=True, exist_ok=True)
+        for old in parts.iterdir():
+            old.unlink()
+        (self.root / "sources.list").write_text(one_line)
+        if deb822:
+            (parts / "host.sources").write_text(deb822)
+        for sub in ("lists/partial", "cache/archives/partial", "state"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        proc = self._run("update", what="apt-get update")
+        # apt exits 0 when only some indexes failed (a third-party repository without
+        # deb-src, say); what matters is whether Debian's Sources indexes arrived.
+        (self.root / "update.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not self._has_lists():
+            problems = _apt_problems(proc.stderr) or f"exit status {proc.returncode}"
+            if self._has_lists():
+                return   # keep using the previous lists; no stamp, so the next run tries again
+            raise FetchError(f"apt-get update (private state in {self.root}) got no source "
+                             f"indexes: {problems}")
+        stamp.write_text(json.dumps({"sources": digest, "time": time.time()}))
+
+    def print_uris(self, spec):
+        """{file: (url, size, sha256 or None)} of `apt-get source --print-uris spec`."""
+        proc = self._run("source", "--print-uris", spec, what=f"apt-get source {spec}")
+        found = {}
+        for url, name, size, checksum in re.findall(r"^'([^']+)' (\S+) (\d+) (\S+)", proc.stdout, re.M):
+            kind, _, value = checksum.partition(":")
+            found[name] = (url, int(size), value.lower() if kind.upper() == "SHA256" else None)
+        if not found and proc.returncode != 0:
+            return None, _apt_problems(proc.stderr)
+        return found, None
+
+    def showsrc(self, package):
+        """[(source name, version, [file names])] for every version the lists know."""
+        proc = self._run("showsrc", package, what=f"apt-cache showsrc {package}")
+        out = []
+        for stanza in _stanzas(proc.stdout):
+            files = _get(stanza, "Checksums-Sha256") or _get(stanza, "Files") or ""
+            names = [line.split()[-1] for line in files.splitlines() if len(line.split()) >= 3]
+            out.append((_get(stanza, "Package"), _get(stanza, "Version"), names))
+        return out
+
+    def locate(self, package, file):
+        """(url, size, sha256) of `file` in some version of source package `package`."""
+        with self._locked():
+            found, problem = self.print_uris(package)
+            if found and file in found:
+                return found[file]
+            versions = self.showsrc(package)
+            for name, version, names in versions:
+                if file in names and name and version:
+                    other, _ = self.print_uris(f"{name}={version}")
+                    if other and file in other:
+                        return other[file]
+        if not versions and not found:
+            extra = f" (apt: {problem})" if problem else ""
+            raise FetchError(f"Debian's source archive, as this host's apt sources describe it, has "
+                             f"no source package '{package}'{extra}; check the name after "
+                             f"'debian:' (`apt-cache showsrc {package}` on a machine with deb-src)")
+        have = [f"{v}: {', '.join(n)}" for _, v, n in versions] or \
+               [f"{', '.join(sorted(found))}"]
+        raise FetchError(f"source package '{package}' has no file {file}; it currently has "
+                         f"{'; '.join(have)}. Update the recipe's file name and sha256 to one "
+                         f"of these")
+
+
+def _apt_problems(stderr):
+    lines = [l.strip() for l in stderr.splitlines() if l.startswith(("E:", "W:", "Err:"))]
+    return " / ".join(lines[-4:])[-600:]
+
+
+def resolve(package, alt, cfg):
+    """The URL of alt.file in Debian's source archive, after checking that apt's sha256
+    for it is the one the recipe pins (no point downloading a file known to differ)."""
+    apt = PrivateApt(Path(cfg.cache) / "apt", cfg.download.get("apt_refresh_hours", 24.0),
+                     cfg.download.get("retries", 3))
+    try:
+        url, size, sha = apt.locate(package, alt.file)
+    except OSError as exc:
+        raise FetchError(f"cannot use the private apt folder {apt.root}: {exc.strerror} "
+                         f"({exc.filename})") from None
+    if sha and sha != alt.sha256.lower():
+        raise FetchError(f"Debian's archive lists {alt.file} ({url}) with sha256 {sha}, but the "
+                         f"recipe pins {alt.sha256}; Debian changed the file or the pin is wrong: "
+                         f"check it and update the recipe's sha256 (not downloaded)")
+    return url

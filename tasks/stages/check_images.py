@@ -1,0 +1,218 @@
+"""Stage: check-images. The smoke tests again, the way users run the tools: in
+containers of other images (busybox, Debian, scratch, ...), with the distributions'
+images mounted by `--volumes-from` the seed's way.
+
+check-images:<dist> (after load) creates one volume container per image it needs
+(`docker create --volume <prefix> <image> no-such-cmd`): the distribution's own
+image, and for every distribution it uses that one's runtime image (the toolchain's
+run-time part, not the compiler), so a pass also proves the runtime image is enough.
+Then, for each base image listed under checks.images in config.yaml, one container
+runs every smoke command through the distribution chain's bash, with the hostile
+LD_LIBRARY_PATH and PATH of check:<dist> and a tmpfs /tmp (scratch has none).
+Results: cache/checks/<dist>.images.json and .images.log.
+"""
+import json
+import shlex
+import shutil
+import time
+
+from tasks.core import files
+from tasks.core import canonical
+from tasks.build import manifest
+from tasks.core.errors import UserError
+from tasks.model.project import project
+from tasks.stages.check import CHECK_VERSION, expand, smoke_environment, smoke_tests
+from tasks.stages.image import engine_client
+from tasks.model.stamp import REASONS, Stamp
+
+# Printed by the in-container runner around each command's exit status.
+MARK = "@@dappdeps-smoke"
+
+
+def mounted_images(cfg, dist_name):
+    """[(distribution, image name)]: the distribution's own image, and the runtime
+    image of each distribution it uses."""
+    out = []
+    for name in cfg.closure(dist_name):
+        dist = cfg.distributions[name]
+        out.append((dist, name if name == dist_name else dist.runtime_image))
+    return out
+
+
+def _ref(dist, image):
+    return f"{dist.images[image]['repository']}:{dist.version}"
+
+
+def runner_script(cfg, dist_name):
+    """One bash script: each smoke command in its own subshell, statuses marked."""
+    env = smoke_environment(cfg, dist_name)
+    lines = []
+    for i, (_comp, command) in enumerate(smoke_tests(cfg, dist_name)):
+        lines.append(f"( cd /tmp && {expand(command, env)}\n) >/tmp/.smoke.out 2>&1; s=$?")
+        lines.append(f'echo "{MARK} {i} $s"; [ "$s" = 0 ] || tail -n 20 /tmp/.smoke.out')
+    return "\n".join(lines) + "\n"
+
+
+def _bash(cfg, dist_name):
+    """The chain's bash, or None (then each command runs as its own argv, as in check:)."""
+    for dist, _image in mounted_images(cfg, dist_name):
+        entries = canonical.load(cfg.cache / "stage" / f"{dist.name}.manifest.json")["entries"]
+        if any(e["path"] == "bin/bash" for e in entries):
+            return f"{dist.prefix}/bin/bash"
+    return None
+
+
+def _image_ids(client, refs):
+    ids = {}
+    for ref in refs:
+        try:
+            ids[ref] = client.images.get(ref).id
+        except Exception:                 # noqa: BLE001 - absent: the action says so
+            ids[ref] = None
+    return ids
+
+
+def stamp(cfg, dist_name, client):
+    mounted = [_ref(d, i) for d, i in mounted_images(cfg, dist_name)]
+    bases = list(cfg.data["checks"]["images"])
+    return Stamp(cfg.cache / "checks" / f"{dist_name}.images.stamp.json",
+                 {"mounted": _image_ids(client, mounted), "bases": _image_ids(client, bases),
+                  "smoke": smoke_tests(cfg, dist_name), "check": CHECK_VERSION})
+
+
+def is_current(cfg, dist_name):
+    def check(task, values):
+        if not cfg.data["checks"]["images"]:
+            return True
+        client = engine_client(cfg)
+        if client is None:
+            return False
+        current = stamp(cfg, dist_name, client)
+        if current.is_current():
+            return True
+        REASONS[f"check-images:{dist_name}"] = current.why()
+        return False
+    check.__name__ = f"images_checked_{dist_name}"
+    return check
+
+
+def check_in_images(cfg, dist_name):
+    from doit.exceptions import TaskFailed
+
+    import docker.errors
+
+    from tasks.ship.engine import remove_container, create_volume_container, run
+    bases = cfg.data["checks"]["images"]
+    if not bases:
+        print(f"check-images:{dist_name}: no base images listed under checks.images in "
+              f"{cfg.path}; nothing to run.")
+        return True
+    client = engine_client(cfg)
+    if client is None:
+        return TaskFailed(f"check-images:{dist_name} needs a container engine (DOCKER_HOST or "
+                          "engine.host in config.yaml); none answers.")
+    out = cfg.cache / "checks"
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / f"{dist_name}.images.log"
+    tests = smoke_tests(cfg, dist_name)
+    env = smoke_environment(cfg, dist_name)
+    try:
+        bash = _bash(cfg, dist_name)
+        for ref in bases:
+            if not _image_ids(client, [ref])[ref]:
+                raise UserError(f"the engine has no image '{ref}'.", cfg.path, "checks.images",
+                                "Pull or build it first (docs/images.md shows how to make "
+                                "busybox, scratch and Debian test images offline).")
+        volumes = []
+        for dist, image in mounted_images(cfg, dist_name):
+            name = f"dappdeps-check-{image}-{dist.version}"
+            create_volume_container(client, _ref(dist, image), dist.prefix, name)
+            volumes.append(name)
+        binds = {}
+        if (cfg.recipes_dir / "checks").is_dir():
+            binds[str(cfg.recipes_dir / "checks")] = {"bind": "/dappdeps/check", "mode": "ro"}
+        script = runner_script(cfg, dist_name)
+        results = {}
+        with open(log, "w") as fh:
+            fh.write(f"# check-images:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                     f"# mounted: {', '.join(_ref(d, i) for d, i in mounted_images(cfg, dist_name))}\n")
+            for ref in bases:
+                start = time.time()
+                # /tmp outlives each command (one compiles, the next runs it), as in
+                # check:<dist>; a fresh folder per image (scratch has no /tmp at all).
+                tmp = cfg.cache / "work" / "check-images" / dist_name / "tmp"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+                tmp.chmod(0o1777)
+                options = dict(volumes_from=volumes, environment=env, working_dir="/tmp",
+                               volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
+                if bash:
+                    code, text = run(client, ref, [bash, "-c", script], **options)
+                    fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
+                    results[ref] = _statuses(text, tests)
+                    continue
+                results[ref] = []
+                for _comp, command in tests:
+                    try:
+                        code, text = run(client, ref, shlex.split(expand(command, env)), **options)
+                    except docker.errors.APIError as exc:   # e.g. the program is missing
+                        code, text = 127, str(exc)
+                    fh.write(f"## {ref}: {command} (exit {code})\n{text}\n")
+                    results[ref].append(code)
+    except UserError as exc:
+        return TaskFailed(exc.render())
+    finally:
+        for dist, image in mounted_images(cfg, dist_name):
+            remove_container(client, f"dappdeps-check-{image}-{dist.version}")
+        # the commands' /tmp (files written as root by the containers)
+        shutil.rmtree(cfg.cache / "work" / "check-images" / dist_name, ignore_errors=True)
+    report = {"distribution": dist_name,
+              "mounted": [_ref(d, i) for d, i in mounted_images(cfg, dist_name)],
+              "environment": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},
+              "images": {ref: [{"component": c, "command": cmd, "status": s}
+                               for (c, cmd), s in zip(tests, statuses)]
+                         for ref, statuses in results.items()}}
+    files.write_atomic(out / f"{dist_name}.images.json", json.dumps(report, indent=2) + "\n")
+    failed = 0
+    for ref, statuses in results.items():
+        bad = [(t, s) for t, s in zip(tests, statuses) if s != 0]
+        failed += len(bad)
+        print(f"check-images:{dist_name}: in {ref}: {len(tests) - len(bad)}/{len(tests)} "
+              "smoke tests passed")
+        for (comp, command), status in bad:
+            why = "did not run" if status is None else f"exit {status}"
+            print(f"  FAILED in {ref} ({why}): {command}   [{comp}]")
+    if failed:
+        return TaskFailed(f"check-images:{dist_name}: {failed} smoke test(s) failed; "
+                          f"details in {log}")
+    stamp(cfg, dist_name, client).write()
+    return True
+
+
+def _statuses(text, tests):
+    """Exit status of each smoke command from the runner's marks (None: never ran)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(MARK + " "):
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                found[int(parts[1])] = int(parts[2])
+    return [found.get(i) for i in range(len(tests))]
+
+
+def task_check_images():
+    """Smoke tests in containers of other images (checks.images), tools mounted --volumes-from."""
+    yield {"basename": "check-images", "name": None, "doc": task_check_images.__doc__}
+    for dist in project.distributions.values():
+        loads = [f"load:{image}" for _d, image in mounted_images(project, dist.name)]
+        yield {
+            "basename": "check-images",
+            "name": dist.name,
+            "doc": f"smoke-test {dist.name} in the checks.images containers "
+                   f"({', '.join(shlex.quote(i) for i in project.data['checks']['images']) or 'none set'})",
+            "actions": [(check_in_images, [project, dist.name])],
+            "uptodate": [is_current(project, dist.name)],
+            "task_dep": [f"check:{dist.name}"] + loads,
+            "verbosity": 2,
+        }

@@ -1,0 +1,181 @@
+"""Stage: push. One push:<image> task per image: uploads the OCI layout inside
+cache/images/<name>-<version>.tar (tasks/image.py) to the registry of config.yaml's
+image_registry as <registry>/<repository>/<name>:<version>, byte for byte (same manifest
+digest as the exported image), then reads the manifest back to check it.
+
+No container engine is involved (load:<name> with engine.push pushes through one).
+Not part of a plain `doit` unless image_registry.default is true.
+"""
+import json
+import re
+import tarfile
+
+from tasks.ship import registry
+from tasks.ship.image import image_paths, read_result
+from tasks.model.project import project
+
+
+def settings(cfg):
+    s = dict(cfg.data["image_registry"])
+    cache = cfg.data["buildcache"]
+    if not s["url"]:
+        s["url"] = cache["url"]
+    return s
+
+
+def target(cfg, dist, name):
+    """(registry url, repository, tag) of an image."""
+    s = settings(cfg)
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", dist.version)[:128]
+    return s["url"].rstrip("/"), registry.repository_name(s["repository"], name), tag
+
+
+def _client(cfg):
+    s = settings(cfg)
+    user, password, _where = registry.resolve_credentials(
+        s["url"], s["username_env"], s["password_env"], s["docker_config"])
+    return registry.Registry(s["url"], user, password, s["connect_timeout"], s["read_timeout"])
+
+
+class _Member:
+    """A tar member's bytes as a file object for requests (streamed, sized)."""
+
+    def __init__(self, path, offset, size):
+        self.fh = open(path, "rb")
+        self.fh.seek(offset)
+        self.left = size
+
+    def __len__(self):
+        return self.left
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.fh.read(n)
+        self.left -= len(data)
+        return data
+
+    def __iter__(self):
+        while True:
+            data = self.read(1 << 20)
+            if not data:
+                return
+            yield data
+
+    def close(self):
+        self.fh.close()
+
+
+def read_layout(tar_path):
+    """(manifest bytes, manifest digest, {digest: (offset, size)}) of the OCI layout in an
+    exported image tar."""
+    with tarfile.open(tar_path) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        index = json.loads(tar.extractfile(members["index.json"]).read())
+        desc = index["manifests"][0]
+        blobs = {"sha256:" + n.rsplit("/", 1)[1]: (m.offset_data, m.size)
+                 for n, m in members.items() if n.startswith("blobs/sha256/")}
+        body = tar.extractfile(members["blobs/sha256/" + desc["digest"].split(":", 1)[1]]).read()
+    return body, desc["digest"], blobs
+
+
+def push_is_current(cfg, dist_name, name):
+    def check(task, values):
+        from tasks.model.stamp import REASONS
+        dist = cfg.distributions[dist_name]
+        result = read_result(image_paths(cfg.cache, name, dist.version)["json"])
+        url, repo, tag = target(cfg, dist, name)
+        if result is None or not url:
+            return False
+        try:
+            current = _client(cfg).manifest_digest(repo, tag)
+        except registry.RegistryError:
+            return False
+        if current != result["digest"]:
+            REASONS[f"push:{name}"] = f"{url}/{repo}:{tag} is {current or 'not there'}"
+            return False
+        return True
+    check.__name__ = f"registry_has_{name}"
+    return check
+
+
+def push_action(cfg, dist_name, name):
+    from doit.exceptions import TaskFailed
+    dist = cfg.distributions[dist_name]
+    paths = image_paths(cfg.cache, name, dist.version)
+    result = read_result(paths["json"])
+    url, repo, tag = target(cfg, dist, name)
+    if not url:
+        return TaskFailed(f"error: {cfg.path}: field 'image_registry.url': push:{name} needs "
+                          "a registry: set image_registry.url (or buildcache.url).")
+    if result is None or not paths["tar"].is_file():
+        return TaskFailed(f"error: {paths['tar']} is missing: run the image:{name} task.")
+    where = f"{url}/{repo}:{tag}"
+    try:
+        body, digest, blobs = read_layout(paths["tar"])
+        doc = json.loads(body)
+        client = _client(cfg)
+        sent = 0
+        for desc in [doc["config"]] + doc["layers"]:
+            offset, size = blobs[desc["digest"]]
+            if size != desc["size"]:
+                return TaskFailed(f"error: {paths['tar']}: blob {desc['digest']} is {size} "
+                                  f"bytes, its descriptor says {desc['size']}.")
+            if client.upload_blob(repo, desc["digest"], size,
+                                  lambda o=offset, s=size: _Member(paths["tar"], o, s)):
+                sent += size
+        pushed = client.put_manifest(repo, tag, body, doc.get("mediaType", registry.MEDIA_MANIFEST))
+        back = client.get_manifest(repo, tag)
+    except (registry.RegistryError, OSError, KeyError, ValueError, tarfile.TarError) as exc:
+        return TaskFailed(f"error: push:{name}: pushing {paths['tar']} to {where} failed: {exc}. "
+                          "Check image_registry in config.yaml and the credentials "
+                          "(image_registry.username_env/password_env or the Docker config).")
+    if pushed != digest or back is None or back[1] != digest:
+        return TaskFailed(f"error: push:{name}: {where} reads back as "
+                          f"{back[1] if back else 'nothing'}, not {digest}.")
+    print(f"push:{name}: {where}@{digest} ({sent / 1e6:.1f} MB uploaded)")
+    return True
+
+
+def task_push():
+    """Push each exported image to image_registry as <repository>/<name>:<version>."""
+    for dist in project.distributions.values():
+        for name in dist.images:
+            url, repo, tag = target(project, dist, name)
+            yield {
+                "name": name,
+                "doc": f"upload to {url or '(image_registry.url unset)'}/{repo}:{tag}",
+                "actions": [(push_action, [project, dist.name, name])],
+                "uptodate": [push_is_current(project, dist.name, name)],
+                "task_dep": [f"image:{name}"],
+                "verbosity": 2,
+            }
+
+
+def cache_push_action(cfg, dist_name):
+    from doit.exceptions import TaskFailed
+
+    from tasks.ship.buildcache import push_built
+    from tasks.core.errors import UserError
+    try:
+        done = push_built(cfg, dist_name)
+    except UserError as exc:
+        return TaskFailed(exc.render())
+    print(f"cache-push:{dist_name}: {len(done['pushed'])} pushed, {len(done['present'])} "
+          f"already in the registry"
+          + (f", not built (skipped): {', '.join(done['not built'])}" if done["not built"] else ""))
+    return True
+
+
+def task_cache_push():
+    """Upload each distribution's already-built component outputs the build cache lacks."""
+    yield {"basename": "cache-push", "name": None, "doc": task_cache_push.__doc__}
+    for dist in project.distributions.values():
+        yield {
+            "basename": "cache-push",
+            "name": dist.name,
+            "doc": f"push {dist.name}'s built components to buildcache.url (after assemble)",
+            "actions": [(cache_push_action, [project, dist.name])],
+            "task_dep": [f"assemble:{dist.name}"],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
