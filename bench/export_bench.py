@@ -5,7 +5,9 @@ Builds a distribution-like stage from host folders (default: /usr/lib/gcc, big f
 plus /usr/include, thousands of small headers: ~250 MB, ~8000 files), then times, on a
 warm page cache and alternating the two, `tar -cf` of the component trees and
 export_image of the same files (which also hashes the layer, writes the docker/OCI
-metadata and streams a patched header). Prints seconds, MB/s and the ratio.
+metadata and streams a patched header), and the same layer written by Python's `tarfile`
+through a file wrapper that hashes what passes (the alternative writer, issue 12).
+Prints seconds, MB/s and the ratios.
 
     python bench/export_bench.py [--reps 5] [--workdir /tmp/dappdeps-bench] [--keep]
                                  [--source /usr/lib/gcc --source /usr/include] [--fsync]
@@ -13,12 +15,14 @@ metadata and streams a patched header). Prints seconds, MB/s and the ratio.
 --fsync also times both writers flushing to disk (export's default; tar then `sync FILE`).
 """
 import argparse
+import hashlib
 import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -77,6 +81,50 @@ def run_export(manifest_path, stage, out, fsync):
     return time.perf_counter() - start, result
 
 
+class _HashingFile:
+    """A write-only file object that hashes what it writes (tarfile's output)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self):
+        return self.size
+
+
+def run_tarfile(manifest_path, stage, out, fsync):
+    """The layer alone (no outer tar: a lower bound of its cost), by tarfile + hashing."""
+    start = time.perf_counter()
+    doc = canonical.load(manifest_path)
+    prefix = doc["prefix"].strip("/")
+    with open(out, "wb") as raw:
+        sink = _HashingFile(raw)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT,
+                          copybufsize=1 << 20) as tar:
+            for e in doc["entries"]:
+                info = tarfile.TarInfo(f"{prefix}/{e['path']}")
+                info.mtime, info.uname, info.gname = 1700000000, "", ""
+                if e["type"] == "dir":
+                    info.type, info.mode = tarfile.DIRTYPE, e["mode"]
+                    tar.addfile(info)
+                elif e["type"] == "symlink":
+                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, e["target"]
+                    tar.addfile(info)
+                else:
+                    info.mode, info.size = e["mode"], e["size"]
+                    with open(stage / e["component"] / "tree" / e["path"], "rb") as fh:
+                        tar.addfile(info, fh)
+        sink.sha.hexdigest()
+        if fsync:
+            raw.flush()
+            os.fsync(raw.fileno())
+    return time.perf_counter() - start
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default="/tmp/dappdeps-bench")
@@ -94,22 +142,26 @@ def main():
     print(f"tree: {len(files)} files, {len(doc['entries'])} entries, {total / 1e6:.1f} MB "
           f"({', '.join(args.source or DEFAULT_SOURCES)}); python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cpus")
-    out_tar, out_img = work / "tar-cf.tar", work / "export.tar"
+    out_tar, out_img, out_tf = work / "tar-cf.tar", work / "export.tar", work / "tarfile.tar"
 
     modes = [False] + ([True] if args.fsync else [])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for fsync in modes:
         run_tar(stage, out_tar, fsync)                      # warm-up, both
         run_export(manifest_path, stage, out_img, fsync)
-        t_tar, t_exp = [], []
+        run_tarfile(manifest_path, stage, out_tf, fsync)
+        t_tar, t_exp, t_tf = [], [], []
         for _ in range(args.reps):
-            for path in (out_tar, out_img):
+            for path in (out_tar, out_img, out_tf):
                 path.unlink(missing_ok=True)
             t_tar.append(run_tar(stage, out_tar, fsync))
             seconds, result = run_export(manifest_path, stage, out_img, fsync)
             t_exp.append(seconds)
+            t_tf.append(run_tarfile(manifest_path, stage, out_tf, fsync))
         tar_size, img_size = out_tar.stat().st_size, out_img.stat().st_size
+        tf_size = out_tf.stat().st_size
         m_tar, m_exp = statistics.median(t_tar), statistics.median(t_exp)
+        m_tf = statistics.median(t_tf)
         label = "with fsync" if fsync else "page cache"
         print(f"\n[{label}] median of {args.reps} (min..max)")
         print(f"  tar -cf      {m_tar:6.3f} s  ({min(t_tar):.3f}..{max(t_tar):.3f})  "
@@ -117,13 +169,17 @@ def main():
         print(f"  export_image {m_exp:6.3f} s  ({min(t_exp):.3f}..{max(t_exp):.3f})  "
               f"{img_size / m_exp / 1e6:7.1f} MB/s  {img_size / 1e6:.1f} MB  "
               f"digest {result['digest'][:19]}")
+        print(f"  tarfile+sha  {m_tf:6.3f} s  ({min(t_tf):.3f}..{max(t_tf):.3f})  "
+              f"{tf_size / m_tf / 1e6:7.1f} MB/s  {tf_size / 1e6:.1f} MB  (layer only)")
         print(f"  ratio (export throughput / tar throughput, bytes written per second): "
               f"{(img_size / m_exp) / (tar_size / m_tar):.2f}x")
+        print(f"  ratio (export throughput / tarfile+sha throughput): "
+              f"{(img_size / m_exp) / (tf_size / m_tf):.2f}x")
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"\npeak RSS of this process: {rss_after / 1024:.0f} MB "
           f"(grew {(rss_after - rss_before) / 1024:.0f} MB during {len(modes) * (args.reps + 1)} "
           f"exports of {total / 1e6:.0f} MB)")
-    for path in (out_tar, out_img):
+    for path in (out_tar, out_img, out_tf):
         path.unlink(missing_ok=True)
     if not args.keep:
         shutil.rmtree(work / "cache")

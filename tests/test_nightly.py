@@ -24,8 +24,8 @@ import pytest
 from conftest import REPO, doit_env
 from fixtures import HELLO, LIBGREET, FixtureProject, wait_for
 
-from tasks.report import report as reports
-from tasks.nightly.nightly import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from tasks.nightly.outcome import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
+from tasks.report import runs, schema
 
 # end-to-end runs need the fetch stage (tasks/download.py)
 needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("tasks.sources.download") is None,
@@ -156,7 +156,7 @@ def test_nightly_builds_reports_sbom_then_nothing_to_rebuild(tmp_path):
     first = nightly(config)
     assert first.returncode == EXIT_OK, first.text[-3000:]
     run_dir, report = latest(proj)
-    jsonschema.validate(report, reports.REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    jsonschema.validate(report, schema.REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     tasks = by_name(report)
     assert report["result"] == "ok" and not report["nothing_to_rebuild"]
     for name in ("build:demo/libgreet", "build:demo/hello", "assemble:demo", "image:demo", "legal:demo"):
@@ -216,7 +216,7 @@ def test_nightly_builds_reports_sbom_then_nothing_to_rebuild(tmp_path):
     assert elapsed < 20
     run_dir2, report2 = latest(proj)
     assert run_dir2 != run_dir and report2["nothing_to_rebuild"]
-    jsonschema.validate(report2, reports.REPORT_SCHEMA)
+    jsonschema.validate(report2, schema.REPORT_SCHEMA)
     assert all(t["status"] == "up-to-date" for t in report2["tasks"] if not t["name"].startswith("load:"))
     assert report2["images"][0]["status"] == "up-to-date" and report2["images"][0]["digest"] == result["digest"]
     assert "nothing to rebuild" in (run_dir2 / "report.md").read_text()
@@ -235,7 +235,7 @@ def test_nightly_builds_reports_sbom_then_nothing_to_rebuild(tmp_path):
     assert (legal / "licenses/hello-1.0/doc/COPYING").read_text().endswith("v2\n")
 
     # keep: 2 -> the first run's folder is gone; the index links the two kept runs
-    kept = sorted(p.name for p in reports.run_dirs(proj.cache / "reports"))
+    kept = sorted(p.name for p in runs.run_dirs(proj.cache / "reports"))
     assert kept == sorted([run_dir2.name, run_dir3.name])
     index = check_html(proj.cache / "reports/index.html")
     assert f"{run_dir3.name}/report.html" in index.urls and run_dir.name not in " ".join(index.urls)
@@ -254,7 +254,7 @@ def test_failing_component_others_still_built(tmp_path):
     run = nightly(config, "--parallel", "2")
     assert run.returncode == EXIT_FAILED, run.text[-3000:]
     run_dir, report = latest(proj)
-    jsonschema.validate(report, reports.REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    jsonschema.validate(report, schema.REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     tasks = by_name(report)
     assert report["result"] == "failed" and report["exit_code"] == EXIT_FAILED
     failed = tasks["build:demo/libgreet"]
@@ -319,10 +319,10 @@ def test_overlapping_runs_lock_and_sigterm(tmp_path):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    dirs = reports.run_dirs(proj.cache / "reports")
+    dirs = runs.run_dirs(proj.cache / "reports")
     assert len(dirs) == 2             # the locked-out run wrote no report
     interrupted = json.loads((dirs[0] / "report.json").read_text())
-    jsonschema.validate(interrupted, reports.REPORT_SCHEMA)
+    jsonschema.validate(interrupted, schema.REPORT_SCHEMA)
     assert interrupted["result"] == "interrupted" and interrupted["signal"] == "SIGTERM"
     assert interrupted["exit_code"] == 143
     tasks = by_name(interrupted)
@@ -353,14 +353,14 @@ def _synthetic_report():
          "why": "not run: build:base/c did not succeed", "started": None, "finished": None, "seconds": None},
     ]
     return {
-        "format": reports.FORMAT, "id": "20240101T020000Z", "started": "2024-01-01T02:00:00Z",
+        "format": schema.FORMAT, "id": "20240101T020000Z", "started": "2024-01-01T02:00:00Z",
         "finished": "2024-01-01T02:01:01Z", "seconds": 61.0, "host": "ci", "root": "/nonexistent",
         "config": "config.yaml", "command": ["nightly"], "doit_args": ["--continue", "-n", "2"],
         "parallel": 2, "result": "failed", "exit_code": 1, "signal": None, "error": None,
         "summary": "1 failed (build:base/c)", "nothing_to_rebuild": False,
         "totals": {"tasks": 5, "ran": 2, "failed": 1, "blocked": 1, "interrupted": 0,
                    "up_to_date": 1, "ignored": 0, "not_run": 0, "busy_seconds": 103.8,
-                   "peak_parallel": reports.peak_parallel(tasks)},
+                   "peak_parallel": schema.peak_parallel(tasks)},
         "tasks": tasks,
         "images": [{"name": "base", "distribution": "base", "version": "0.1.0", "exported": True,
                     "ref": "dappdeps/base:0.1.0", "digest": "sha256:" + "ab" * 32, "size": 12_345_678,
@@ -373,14 +373,14 @@ def _synthetic_report():
 def test_report_schema_and_writers(tmp_path):
     report = _synthetic_report()
     assert report["totals"]["peak_parallel"] == 2
-    reports.validate(report)
+    schema.validate(report)
     bad = dict(report, tasks=[dict(report["tasks"][3], error=None)])
     with pytest.raises(jsonschema.ValidationError):
-        reports.validate(bad)
+        schema.validate(bad)
     with pytest.raises(jsonschema.ValidationError):
-        reports.validate(dict(report, result="fine"))
+        schema.validate(dict(report, result="fine"))
     run_dir = tmp_path / "reports" / report["id"]
-    paths = reports.write_report(report, run_dir)
+    paths = runs.write_report(report, run_dir)
     assert json.loads(paths["json"].read_text()) == report
     md = paths["md"].read_text()
     assert "FAILED" in md and "make: *** [all] Error 1" in md and "| `build:base/a` | sources changed | 59 s |" in md
@@ -392,10 +392,10 @@ def test_report_schema_and_writers(tmp_path):
     assert html_text.count('class="bar ') == 3                # three tasks executed
     # retention: the newest N folders stay, the index lists them
     for i in range(4):
-        reports.write_report(dict(report, id=f"2024010{i + 2}T020000Z"), tmp_path / "reports" / f"2024010{i + 2}T020000Z")
-    removed = reports.update_index(tmp_path / "reports", keep=3)
+        runs.write_report(dict(report, id=f"2024010{i + 2}T020000Z"), tmp_path / "reports" / f"2024010{i + 2}T020000Z")
+    removed = runs.update_index(tmp_path / "reports", keep=3)
     assert [p.name for p in removed] == ["20240101T020000Z", "20240102T020000Z"]
-    assert [p.name for p in reports.run_dirs(tmp_path / "reports")] == \
+    assert [p.name for p in runs.run_dirs(tmp_path / "reports")] == \
         ["20240103T020000Z", "20240104T020000Z", "20240105T020000Z"]
     assert os.readlink(tmp_path / "reports/latest") == "20240105T020000Z"
     check_html(tmp_path / "reports/index.html")
@@ -418,7 +418,7 @@ def _tarball(path, members, top=None, mode="w:gz"):
 def test_license_texts_follow_the_source_tree_layout(tmp_path, monkeypatch):
     from tasks.model.config import load_config
     from tasks.core.errors import UserError
-    from tasks.stages.legal import collect_license_texts
+    from tasks.ship.licenses import collect_license_texts
     proj = FixtureProject(tmp_path)
     proj.add_package("pkg", "1.0", {"Makefile": "all:\n"})
     downloads = proj.cache / "downloads"

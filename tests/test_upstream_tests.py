@@ -6,7 +6,7 @@ import textwrap
 from conftest import run_doit
 from fixtures import FixtureProject
 
-from tasks.stages import test as stage_tests
+from tasks.verify import suite_counts, upstream
 
 # Static: check:demo (part of a plain `doit`) audits that no program needs the host's libc.
 COUNTER = {
@@ -110,10 +110,10 @@ def test_suite_runs_on_a_rebuild_and_reruns_only_when_its_inputs_change(tmp_path
 def test_suite_runs_where_configure_wrote_the_makefiles():
     def recipe(**fields):
         return dict({"build": "autotools", "out_of_tree": True}, **fields)
-    assert stage_tests.test_dir(recipe()) == "$BUILDDIR"
-    assert stage_tests.test_dir(recipe(out_of_tree=False)) == "$SRCDIR"
-    assert stage_tests.test_dir(recipe(build="make")) == "$SRCDIR"
-    assert stage_tests.test_dir(recipe(build="script")) == "$SRCDIR"
+    assert upstream.test_dir(recipe()) == "$BUILDDIR"
+    assert upstream.test_dir(recipe(out_of_tree=False)) == "$SRCDIR"
+    assert upstream.test_dir(recipe(build="make")) == "$SRCDIR"
+    assert upstream.test_dir(recipe(build="script")) == "$SRCDIR"
 
 
 # ---- parser -------------------------------------------------------------------
@@ -153,12 +153,12 @@ Testsuite summary for GNU sed 4.9
 
 
 def test_automake_summaries_are_summed():
-    fmt, counts, failed = stage_tests.parse(SED_CHECK)
+    fmt, counts, failed = suite_counts.parse(SED_CHECK)
     assert fmt == "automake"
     assert counts == {"total": 190, "pass": 170, "skip": 18, "xfail": 0, "fail": 1,
                       "xpass": 0, "error": 1}
     assert failed == ["testsuite/title-case.sh", "test-fopen"]
-    assert stage_tests.describe(counts) == "170 passed, 1 failed, 1 errored, 18 skipped of 190"
+    assert suite_counts.describe(counts) == "170 passed, 1 failed, 1 errored, 18 skipped of 190"
 
 
 def test_automake_summary_with_colours_and_a_catted_test_suite_log():
@@ -167,7 +167,7 @@ def test_automake_summary_with_colours_and_a_catted_test_suite_log():
                f"{green}# TOTAL: 10{reset}\n{green}# PASS:  9{reset}\n# SKIP:  1\n# FAIL:  0\n")
     # With VERBOSE=yes the harness also prints test-suite.log, which repeats the block.
     catted = "   GNU grep 3.8: tests/test-suite.log\n\n# TOTAL: 10\n# PASS:  9\n# SKIP:  1\n# FAIL:  0\n"
-    fmt, counts, _ = stage_tests.parse(summary + catted)
+    fmt, counts, _ = suite_counts.parse(summary + catted)
     assert fmt == "automake" and counts["total"] == 10 and counts["pass"] == 9
     assert counts["skip"] == 1 and counts["fail"] == 0 and counts["xpass"] is None
 
@@ -186,7 +186,7 @@ def test_git_per_script_results():
         # failed 2 among 80 test(s)
         1..80
         """)
-    fmt, counts, failed = stage_tests.parse(log)
+    fmt, counts, failed = suite_counts.parse(log)
     assert fmt == "git"
     assert counts["fail"] == 2 and counts["xfail"] == 1 and counts["skip"] == 1
     assert counts["pass"] == 90 + 78 - 1 and counts["total"] == 90 + 80 + 1
@@ -194,28 +194,28 @@ def test_git_per_script_results():
 
 
 def test_gawk_dejagnu_serial_and_unknown():
-    fmt, counts, _ = stage_tests.parse("======== Done with tests ========\nALL TESTS PASSED\n")
+    fmt, counts, _ = suite_counts.parse("======== Done with tests ========\nALL TESTS PASSED\n")
     assert fmt == "gawk" and counts["fail"] == 0 and counts["pass"] is None
-    fmt, counts, _ = stage_tests.parse("mbprintf4\n2 TESTS FAILED\nmake: *** [Makefile:1: check] Error 1\n")
+    fmt, counts, _ = suite_counts.parse("mbprintf4\n2 TESTS FAILED\nmake: *** [Makefile:1: check] Error 1\n")
     assert fmt == "gawk" and counts["fail"] == 2
     dejagnu = ("\t\t=== libffi Summary ===\n\n# of expected passes\t\t1517\n"
                "# of unexpected failures\t2\n# of unsupported tests\t\t30\n"
                "FAIL: libffi.call/va_struct1.c -W -Wall -O2 execution test\n")
-    fmt, counts, failed = stage_tests.parse(dejagnu)
+    fmt, counts, failed = suite_counts.parse(dejagnu)
     assert fmt == "dejagnu" and (counts["pass"], counts["fail"], counts["skip"]) == (1517, 2, 30)
     assert counts["total"] == 1549 and failed == ["libffi.call/va_struct1.c -W -Wall -O2 execution test"]
-    fmt, counts, _ = stage_tests.parse("=====\n1 of 12 tests failed\n(2 tests were not run)\n=====\n")
+    fmt, counts, _ = suite_counts.parse("=====\n1 of 12 tests failed\n(2 tests were not run)\n=====\n")
     assert fmt == "automake-serial"
     assert (counts["pass"], counts["fail"], counts["skip"], counts["total"]) == (11, 1, 2, 14)
-    fmt, counts, _ = stage_tests.parse("run-alias\nrun-arith\nwarning: some tests print nothing\n")
+    fmt, counts, _ = suite_counts.parse("run-alias\nrun-arith\nwarning: some tests print nothing\n")
     assert fmt is None and set(counts.values()) == {None}
-    assert "no counts" in stage_tests.describe(counts)
+    assert "no counts" in suite_counts.describe(counts)
 
 
 def test_rsync_overall_results():
     log = ("----- xattrs-hlink failed\n------------------------------------------------------------\n"
            "----- overall results:\n      40 passed\n      1 failed\n      4 skipped\n")
-    fmt, counts, failed = stage_tests.parse(log)
+    fmt, counts, failed = suite_counts.parse(log)
     assert fmt == "rsync" and (counts["pass"], counts["fail"], counts["skip"]) == (40, 1, 4)
     assert failed == ["xattrs-hlink"]
 
@@ -244,7 +244,7 @@ def test_two_harnesses_in_one_package_are_summed():
         2 failed (1 expected failure).
         1 test was skipped.
         """)
-    fmt, counts, failed = stage_tests.parse(log)
+    fmt, counts, failed = suite_counts.parse(log)
     assert fmt == "automake+autotest"
     assert counts == {"total": 24, "pass": 20, "skip": 2, "fail": 1, "xfail": 1, "xpass": 0,
                       "error": 0}

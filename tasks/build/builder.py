@@ -1,77 +1,47 @@
 """The build engine: run one component's build in its sandbox and capture its output.
 
-Kill-safety: everything happens in cache/work/<dist>/<component>/ (wiped at the
-start of every build). Only after the build succeeded is the captured output
-moved into cache/stage/<dist>/<component>/ by renames, and the key written last;
-a build killed at any point leaves either the previous complete output or no
-key at all, and both make the next run rebuild exactly this component.
+Everything happens in cache/work/<dist>/<component>/ (wiped at the start of every
+build). Only after the build succeeded is the captured output published into
+cache/stage/<dist>/<component>/ (tasks/build/stagedir.py) and the key written last.
 """
-import fcntl
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-from tasks.core import files
-from tasks.core import canonical
-from tasks.core.log import duration, say
 from doit.exceptions import TaskFailed
 
-from tasks.ship import buildcache
-from tasks.build import manifest
-from tasks.build import sandbox
-from tasks.sources.download import cached
+from tasks.build import manifest, sandbox, stagedir
+from tasks.build.key import component_key
+from tasks.core import canonical, files
 from tasks.core.errors import UserError
+from tasks.core.log import duration, say
+from tasks.sources.download import cached
+from tasks.sources.unpack import unpack
 
 LOG_TAIL = 40
 
 
-def build_component(comp):
-    # Two doit runs on one cache (a nightly and a developer, say) must not build
-    # the same component into the same work folder: the second waits, then
-    # finds it up to date.
-    lock_path = comp.work_dir.with_name(f".{comp.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"{comp.task}: another run is building it; waiting")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if comp.stamp().is_current():
-                say(f"{comp.task}: built by the other run")
-                return True
-        return _build_locked(comp)
-
-
-def _build_locked(comp):
-    stamp = comp.stamp()
-    from tasks.model.stamp import REASONS
-    reason = REASONS.pop(comp.task, None) or stamp.why()
-    if buildcache.pull(comp, stamp):
-        return True
+def build(comp, reason):
+    """Build the component in its sandbox and publish its output; True or TaskFailed.
+    The caller holds the component's lock (stagedir.locked) and asked the build cache."""
     say(f"{comp.task}: building ({reason}); log: {comp.log_path}")
     started = time.time()
     try:
         fetched = prepare_work(comp)
-        stamp = comp.stamp(fetched)
+        stamp = component_key(comp, fetched)
         status = run_sandboxed(comp)
         if status != 0:
             return _failure(comp, status)
         entries = manifest.scan_tree(comp.work_dir / "upper")
         check_overwrites(comp, entries)
-        digest = publish(comp, entries, started, fetched)
+        digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)
     except UserError as exc:
         files.append(comp.log_path, exc.render())
         return TaskFailed(f"{comp.task}: {exc.render()}\nlog: {comp.log_path}")
     stamp.write(manifest=digest, seconds=round(time.time() - started, 1))
-    shutil.rmtree(comp.work_dir, ignore_errors=True)
+    files.force_rmtree(comp.work_dir)
     say(f"{comp.task}: done in {duration(time.time() - started)}, "
         f"{sum(1 for e in entries if e['type'] == 'file')} files")
-    buildcache.push(comp, stamp)
     return True
 
 
@@ -94,7 +64,7 @@ def prepare_work(comp, work=None, log_path=None):
         hit = cached(src, comp.cfg)
         if hit is None:
             raise UserError(f"source {src.id} is not in the download cache.",
-                            comp.recipe.path, "sources", f"Run `doit fetch` first.")
+                            comp.recipe.path, "sources", "Run `doit fetch` first.")
         fetched[src.id] = hit.alternative
         (work / "meta" / f"{src.id}.alternative").write_text(hit.alternative.file)
         dest = work / "src" / src.dest if src.dest else work / "src"
@@ -109,42 +79,6 @@ def prepare_work(comp, work=None, log_path=None):
     return fetched
 
 
-def unpack(archive, dest, inner, work):
-    """Unpack a tarball into dest, dropping its single top-level folder."""
-    tmp = work / f".unpack-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    _tar(archive, tmp)
-    if inner:
-        found = [p for p in tmp.rglob(inner) if p.is_file()]
-        if not found:
-            raise UserError(f"{Path(archive).name} holds no file named {inner}.", field="inner")
-        nested = work / f".inner-{os.getpid()}"
-        nested.mkdir()
-        _tar(found[0], nested)
-        shutil.rmtree(tmp)
-        tmp = nested
-    top = list(tmp.iterdir())
-    root = top[0] if len(top) == 1 and top[0].is_dir() else tmp
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and not any(dest.iterdir()):
-        dest.rmdir()
-    if dest.exists():
-        for item in root.iterdir():
-            os.rename(item, dest / item.name)
-    else:
-        os.rename(root, dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _tar(archive, into):
-    proc = subprocess.run(["tar", "-xf", str(archive), "-C", str(into), "--no-same-owner"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"cannot unpack {archive}: {proc.stderr.strip()[-400:]}")
-
-
 def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None):
     """Run work/<script> in the component's sandbox (by default: its build).
 
@@ -152,15 +86,14 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
     order (default: the component's dependencies, as a build sees them)."""
     work = work or comp.work_dir
     cfg = comp.cfg
-    stage = cfg.cache / "stage"
     below = comp.local_deps if lowers is None else lowers
     own = sandbox.Overlay(work / "merged",
-                          [stage / comp.dist.name / d / "tree" for d in reversed(below)],
+                          [cfg.tree_of(comp.dist.name, d) for d in reversed(below)],
                           upper=work / "upper", work=work / "ovwork")
     overlays = [(own, comp.dist.prefix, True)]
     for used in comp.used_dists:
         dist = cfg.distributions[used]
-        lowers = [stage / used / c / "tree" for c in reversed(dist.components)]
+        lowers = [cfg.tree_of(used, c) for c in reversed(dist.components)]
         overlays.append((sandbox.Overlay(work / "used" / used, lowers), dist.prefix, False))
     argv = sandbox.command(
         overlays=overlays,
@@ -176,7 +109,7 @@ def check_overwrites(comp, entries):
     """A path of a dependency may only be rewritten by a component that replaces it."""
     owners = {}
     for dep in comp.local_deps:
-        path = comp.cfg.cache / "stage" / comp.dist.name / dep / "manifest.json"
+        path = comp.cfg.stage_of(comp.dist.name, dep) / "manifest.json"
         for entry in canonical.load(path)["entries"]:
             if entry["type"] != "dir":
                 owners[entry["path"]] = dep
@@ -188,48 +121,6 @@ def check_overwrites(comp, entries):
                 f"the same path {entry['path']} is {verb} by '{comp.name}' but belongs to its "
                 f"dependency '{owner}'.", comp.recipe.path, "replaces",
                 f"If '{comp.name}' is meant to reinstall it, add '{owner}' to replaces.")
-
-
-def publish(comp, entries, started, fetched):
-    """Move the captured output into the stage by renames; returns the manifest digest."""
-    stage_dir = comp.stage_dir
-    new = stage_dir.with_name(f".{comp.name}.new")
-    old = stage_dir.with_name(f".{comp.name}.old")
-    for leftover in (new, old):
-        if leftover.exists():
-            files.force_rmtree(leftover)
-    new.mkdir(parents=True)
-    os.rename(comp.work_dir / "upper", new / "tree")
-    r = comp.recipe
-    doc = {
-        "format": manifest.FORMAT, "component": comp.name, "distribution": comp.dist.name,
-        "version": r.version, "prefix": comp.dist.prefix, "license": r.license,
-        "replaces": list(r.replaces),
-        "sources": [{"file": a.file, "sha256": a.sha256, "urls": list(a.urls)} for a in fetched.values()],
-        "entries": entries,
-    }
-    text = canonical.dumps(doc)
-    files.write_atomic(new / "manifest.json", text)
-    files.write_atomic(new / "build.json", canonical.dumps({
-        "seconds": round(time.time() - started, 1), "jobs": comp.cfg.jobs,
-        "started": int(started), "finished": int(time.time())}))
-    replace_stage(comp, new)
-    return canonical.digest_of(text)
-
-
-def replace_stage(comp, new):
-    """Swap the complete output folder `new` in as the component's stage (renames; the
-    key is written afterwards by the caller). Also used for outputs pulled from the
-    build cache (buildcache.py)."""
-    stage_dir = comp.stage_dir
-    old = stage_dir.with_name(f".{comp.name}.old")
-    if old.exists():
-        files.force_rmtree(old)
-    if stage_dir.exists():
-        os.rename(stage_dir, old)
-    os.rename(new, stage_dir)
-    if old.exists():
-        files.force_rmtree(old)
 
 
 def _failure(comp, status):

@@ -20,11 +20,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-# Mount points inside every sandbox; fixed so that paths baked into outputs do
-# not depend on where the cache lives.
-SRC = "/dappdeps/src"
-BUILD = "/dappdeps/build"
-HOME = "/dappdeps/home"   # never created: a recipe writing to $HOME fails clearly
+from tasks.model.component import BUILD, HOME, SRC  # noqa: F401 - the sandbox's layout
+
 HOST_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt")
 
 # Redirects and metacopy would make the captured upper folder depend on kernel

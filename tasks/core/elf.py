@@ -1,18 +1,35 @@
-"""Just enough ELF64 reading for the audit: interpreter, needed libraries, rpaths.
+"""ELF files, read with pyelftools: the one ELF reader of dappdeps.
 
-The audit needs four fields of x86_64 binaries; reading them directly avoids a
-dependency and a subprocess per file.
+The audit (tasks/verify/audit.py) asks what a program or library needs at run time
+(interpreter, DT_NEEDED, RPATH/RUNPATH, and the symbol versions of .gnu.version_r) and
+what a library provides (the versions of .gnu.version_d); image stripping
+(tasks/ship/strip.py) asks only what kind of file it is (ident) and whether the host
+runs that machine.
 """
-import struct
+import platform
+import sys
+from collections import namedtuple
 
-PT_INTERP, PT_DYNAMIC = 3, 2
-DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 1, 5, 14, 15, 29
-ET_EXEC, ET_DYN = 2, 3
+from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
+from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+from elftools.elf.segments import InterpSegment
+
+MAGIC = b"\x7fELF"
+EXECUTABLE_TYPES = ("ET_EXEC", "ET_DYN")
+# what a truncated or corrupt file that starts like ELF makes pyelftools raise
+_BROKEN = (ELFError, ConstructError, ValueError, EOFError)
+
+# (elfclass, little_endian, type, machine), with pyelftools' names: (64, True, "ET_DYN",
+# "EM_X86_64")
+Ident = namedtuple("Ident", "elfclass little_endian type machine")
 
 
 class ElfInfo:
     def __init__(self, kind, interp, needed, rpath, runpath, soname):
-        self.kind = kind
+        self.kind = kind            # "exec" or "dyn"
         self.interp = interp
         self.needed = needed
         self.rpath = rpath
@@ -23,61 +40,117 @@ class ElfInfo:
 def is_elf(path):
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
+            return fh.read(4) == MAGIC
     except OSError:
         return False
 
 
+def _open(path):
+    """(file object, ELFFile) or None when path is not an ELF file pyelftools reads."""
+    if not is_elf(path):
+        return None
+    fh = open(path, "rb")
+    try:
+        return fh, ELFFile(fh)
+    except _BROKEN:
+        fh.close()
+        return None
+
+
+def ident(path):
+    """Ident of an ELF file, or None (not ELF, unreadable, or broken)."""
+    opened = _open(path)
+    if opened is None:
+        return None
+    fh, elf = opened
+    with fh:
+        return Ident(elf.elfclass, elf.little_endian, elf["e_type"], elf["e_machine"])
+
+
+_HOST = {}
+_MACHINES = {"x86_64": "EM_X86_64", "amd64": "EM_X86_64", "aarch64": "EM_AARCH64",
+             "arm64": "EM_AARCH64", "i686": "EM_386", "i386": "EM_386", "armv7l": "EM_ARM",
+             "ppc64le": "EM_PPC64", "s390x": "EM_S390", "riscv64": "EM_RISCV"}
+
+
+def host():
+    """(elfclass, little_endian, machine) of the host's programs: the running Python's
+    own ELF header says it exactly (a 32-bit userland on a 64-bit kernel included)."""
+    if "host" not in _HOST:
+        found = ident("/proc/self/exe") or ident(sys.executable)
+        if found:
+            _HOST["host"] = (found.elfclass, found.little_endian, found.machine)
+        else:                               # not Linux/ELF: from the machine name
+            _HOST["host"] = (64 if sys.maxsize > 2 ** 32 else 32, sys.byteorder == "little",
+                             _MACHINES.get(platform.machine().lower()))
+    return _HOST["host"]
+
+
+def is_host_program(path):
+    """True for a host-architecture ELF executable or shared object (ET_EXEC/ET_DYN)."""
+    found = ident(path)
+    return bool(found) and found.type in EXECUTABLE_TYPES and \
+        (found.elfclass, found.little_endian, found.machine) == host()
+
+
 def read(path):
-    """ElfInfo of a 64-bit little-endian executable or shared object, else None."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    """ElfInfo of an executable or shared object, else None (not ELF, or another type)."""
+    opened = _open(path)
+    if opened is None:
         return None
-    e_type = struct.unpack_from("<H", data, 16)[0]
-    if e_type not in (ET_EXEC, ET_DYN):
-        return None
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phentsize, phnum = struct.unpack_from("<HH", data, 54)
-    segments = []
-    for i in range(phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
-            "<IIQQQQ", data, phoff + i * phentsize)
-        segments.append((p_type, p_offset, p_vaddr, p_filesz))
-    interp = None
-    dynamic = []
-    for p_type, offset, _vaddr, size in segments:
-        if p_type == PT_INTERP:
-            interp = data[offset:offset + size].split(b"\0")[0].decode()
-        elif p_type == PT_DYNAMIC:
-            for j in range(0, size, 16):
-                tag, val = struct.unpack_from("<qQ", data, offset + j)
-                if tag == 0:
-                    break
-                dynamic.append((tag, val))
-    strtab_vaddr = next((v for t, v in dynamic if t == DT_STRTAB), None)
-    strtab = _vaddr_to_offset(segments, strtab_vaddr) if strtab_vaddr is not None else None
-
-    def string(off):
-        start = strtab + off
-        return data[start:data.index(b"\0", start)].decode(errors="replace")
-
-    needed, rpath, runpath, soname = [], [], [], None
-    if strtab is not None:
-        for tag, val in dynamic:
-            if tag == DT_NEEDED:
-                needed.append(string(val))
-            elif tag == DT_RPATH:
-                rpath += [p for p in string(val).split(":") if p]
-            elif tag == DT_RUNPATH:
-                runpath += [p for p in string(val).split(":") if p]
-            elif tag == DT_SONAME:
-                soname = string(val)
-    return ElfInfo("exec" if e_type == ET_EXEC else "dyn", interp, needed, rpath, runpath, soname)
+    fh, elf = opened
+    with fh:
+        e_type = elf["e_type"]
+        if e_type not in EXECUTABLE_TYPES:
+            return None
+        interp, needed, rpath, runpath, soname = None, [], [], [], None
+        try:
+            for segment in elf.iter_segments():
+                if isinstance(segment, InterpSegment):
+                    interp = segment.get_interp_name()
+                elif isinstance(segment, DynamicSegment):
+                    for tag in segment.iter_tags():
+                        kind = tag.entry.d_tag
+                        if kind == "DT_NEEDED":
+                            needed.append(tag.needed)
+                        elif kind == "DT_RPATH":
+                            rpath += [p for p in tag.rpath.split(":") if p]
+                        elif kind == "DT_RUNPATH":
+                            runpath += [p for p in tag.runpath.split(":") if p]
+                        elif kind == "DT_SONAME":
+                            soname = tag.soname
+        except _BROKEN:
+            return None
+    return ElfInfo("exec" if e_type == "ET_EXEC" else "dyn", interp, needed, rpath, runpath,
+                   soname)
 
 
-def _vaddr_to_offset(segments, vaddr):
-    for p_type, offset, seg_vaddr, size in segments:
-        if p_type == 1 and seg_vaddr <= vaddr < seg_vaddr + size:   # PT_LOAD
-            return offset + (vaddr - seg_vaddr)
-    return vaddr
+def needed_versions(path):
+    """The symbol versions an ELF file needs, by library (.gnu.version_r):
+    {"libc.so.6": {"GLIBC_2.34", "GLIBC_2.2.5"}, ...}; {} for none or not ELF."""
+    out = {}
+    for verneed, names in _versions(path, GNUVerNeedSection):
+        out.setdefault(verneed.name, set()).update(names)
+    return out
+
+
+def defined_versions(path):
+    """The symbol versions a shared library defines (.gnu.version_d), without the base
+    entry (its own soname): {"GLIBC_2.2.5", ..., "GLIBC_2.36", "GLIBC_PRIVATE"}."""
+    return {names[0] for verdef, names in _versions(path, GNUVerDefSection)
+            if names and not verdef["vd_flags"] & 1}   # 1: VER_FLG_BASE; names[1:]: parents
+
+
+def _versions(path, kind):
+    """[(entry, [auxiliary names])] of the GNU version sections of that kind."""
+    opened = _open(path)
+    if opened is None:
+        return []
+    fh, elf = opened
+    with fh:
+        try:
+            return [(head, [aux.name for aux in auxiliaries])
+                    for section in elf.iter_sections() if isinstance(section, kind)
+                    for head, auxiliaries in section.iter_versions()]
+        except _BROKEN:
+            return []

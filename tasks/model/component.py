@@ -1,18 +1,20 @@
 """A component: one recipe instantiated in one distribution.
 
-Knows its paths under cache/, the environment of its build, the shell script
-the framework renders from the recipe, and the inputs of its key.
+Knows its paths under cache/, the environment of its build and the shell script
+the framework renders from the recipe (its key: tasks/build/key.py).
 """
-import hashlib
-import json
 import shlex
 from functools import cached_property
-from pathlib import Path
 
 from tasks.core.shell import dquote, words
 from tasks.model import flags
-from tasks.build import sandbox
-from tasks.model.stamp import Stamp
+
+
+# Where a build sees its source and build folders; fixed, so that paths baked into
+# outputs do not depend on where the cache lives.
+SRC = "/dappdeps/src"
+BUILD = "/dappdeps/build"
+HOME = "/dappdeps/home"   # never created: a recipe writing to $HOME fails clearly
 
 
 class Component:
@@ -26,7 +28,7 @@ class Component:
     # ---- paths -------------------------------------------------------------
     @property
     def stage_dir(self):
-        return self.cfg.cache / "stage" / self.dist.name / self.name
+        return self.cfg.stage_of(self.dist.name, self.name)
 
     @property
     def tree(self):
@@ -81,10 +83,10 @@ class Component:
         path = [f"{self.dist.prefix}/bin"] + [f"{d.prefix}/bin" for d in reversed(used)]
         path += ["/usr/local/bin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/sbin", "/sbin"]
         env = {
-            "PREFIX": self.dist.prefix, "SRCDIR": sandbox.SRC, "BUILDDIR": sandbox.BUILD,
+            "PREFIX": self.dist.prefix, "SRCDIR": SRC, "BUILDDIR": BUILD,
             "NAME": self.name, "VERSION": self.recipe.version, "DISTRIBUTION": self.dist.name,
             "JOBS": str(self.cfg.jobs), "SOURCE_DATE_EPOCH": str(self.cfg.source_date_epoch),
-            "PATH": ":".join(path), "HOME": sandbox.HOME, "LC_ALL": "C", "TZ": "UTC",
+            "PATH": ":".join(path), "HOME": HOME, "LC_ALL": "C", "TZ": "UTC",
             "SHELL": "/bin/bash", "TERM": "dumb",
         }
         for d in used:
@@ -125,44 +127,6 @@ class Component:
         if r["post_install"]:
             lines += ['cd "$BUILDDIR"', "echo '>>> post_install'", r["post_install"].rstrip()]
         return "\n".join(lines) + "\n"
-
-    # ---- key ---------------------------------------------------------------
-    def stamp(self, fetched=None):
-        """The component's key inputs; `fetched` maps source id -> Alternative obtained."""
-        from tasks.sources.download import cached
-        sources = []
-        for src in self.recipe.sources:
-            alt = None
-            if fetched is not None:
-                alt = fetched.get(src.id)
-            else:
-                hit = cached(src, self.cfg)
-                alt = hit.alternative if hit else None
-            alt = alt or src.primary
-            sources.append({"file": alt.file, "sha256": alt.sha256, "dest": src.dest})
-        env = self.environment()
-        env.pop("JOBS")   # parallelism does not change what is built
-        deps = {d: _manifest_digest(self.cfg.cache / "stage" / self.dist.name / d / "key.json")
-                for d in self.local_deps}
-        uses = {d: _manifest_digest(self.cfg.cache / "stage" / f"{d}.assembled.json")
-                for d in self.used_dists}
-        inputs = {
-            "recipe": {k: v for k, v in self.recipe.data.items() if k not in ("smoke", "test")},
-            "script": self.script(),
-            "environment": env,
-            "sources": sources,
-            "patches": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.recipe.patches},
-            "depends": deps,
-            "uses": uses,
-        }
-        return Stamp(self.stamp_path, inputs)
-
-
-def _manifest_digest(stamp_file):
-    try:
-        return json.loads(Path(stamp_file).read_text()).get("manifest")
-    except (OSError, ValueError):
-        return None
 
 
 

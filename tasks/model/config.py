@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tasks.core.errors import UserError
 from tasks.model.recipes import load_recipes, read_yaml
-from tasks.model.schema import Field, Schema, name_check
+from tasks.model.schema import REPOSITORY_RE, Field, Schema, name_check
 
 IMAGE = Schema({
     "name": Field(str, expect="the repository to tag, e.g. dappdeps/base"),
@@ -62,7 +62,6 @@ def _url_check(value):
 
 
 def _repository_check(value):
-    from tasks.ship.registry import REPOSITORY_RE
     if not REPOSITORY_RE.match(value):
         return (f"'{value}' is not a repository name: lowercase letters, digits, . _ - "
                 "and / between parts, e.g. dappdeps/cache.")
@@ -159,6 +158,23 @@ class Config:
 
     def component_order(self, dist):
         return self.distributions[dist].components
+
+    # ---- where outputs live under cache/stage (spelled out here only) ------------------
+    def stage_of(self, dist_name, component=None):
+        """cache/stage/<dist>, or cache/stage/<dist>/<component>: a component's output
+        (tree/, manifest.json, build.json, key.json written last)."""
+        folder = self.cache / "stage" / dist_name
+        return folder / component if component else folder
+
+    def tree_of(self, dist_name, component):
+        return self.stage_of(dist_name, component) / "tree"
+
+    def assembled_manifest(self, dist_name):
+        """The distribution's tree, path by path (assemble:<dist>)."""
+        return self.cache / "stage" / f"{dist_name}.manifest.json"
+
+    def assembled_stamp(self, dist_name):
+        return self.cache / "stage" / f"{dist_name}.assembled.json"
 
     def closure(self, dist_name):
         """The distribution and every one it uses, transitively (itself first): what a

@@ -1,17 +1,54 @@
-"""Helpers for dodo.py, which lists the stages in pipeline order.
+"""The pipeline's stages, declared once.
 
-doit orders task creators by their line number, which interleaves creators from
-different modules; so dodo.py defines one short creator per stage, in order,
-and each takes its one-line doc (shown by `doit list`) from the stage module.
+dodo.py (through tasks/stages), the default task list, the nightly runner and the
+report all read this list: a new stage is one module under tasks/stages/ plus one
+entry here. Order is pipeline order (`doit list` shows it).
 """
+from dataclasses import dataclass
 
 
-def adopt_docs(namespace, *modules):
-    for name, creator in list(namespace.items()):
-        if not name.startswith("task_") or creator.__doc__:
-            continue
-        for module in modules:
-            original = getattr(module, name, None)
-            if original is not None and original is not creator:
-                creator.__doc__ = original.__doc__
-                break
+@dataclass(frozen=True)
+class Stage:
+    name: str            # doit's basename: `doit <name>:<task>`
+    module: str          # tasks/stages/<module>.py: tasks() and, if default, defaults(cfg, dist)
+    doc: str             # one line for `doit list`
+    default: bool        # part of a plain `doit` (the module's defaults(cfg) says which tasks)
+    builds: bool         # a task of it that ran means something was (re)made (nightly report)
+    colour: str          # its bars in the report's timeline
+    why: str = ""        # why a task ran when its up-to-date check left no reason
+
+
+STAGES = (
+    Stage("check-host", "host", "Verify the host tools the sandboxed builds need (LFS version-check.sh).",
+          default=True, builds=False, colour="#8d99ae", why="host tools are missing"),
+    Stage("fetch", "fetch", "Download and sha256-verify every source of every recipe (cache/downloads).",
+          default=False, builds=True, colour="#4c78a8", why="not in the download cache"),
+    Stage("build", "build", "Compile each component in its sandbox; output in cache/stage/<dist>/<component>.",
+          default=False, builds=True, colour="#54a24b"),
+    Stage("assemble", "assemble", "Lay a distribution's component outputs over each other into its manifest.",
+          default=True, builds=True, colour="#b279a2"),
+    Stage("check", "check", "ELF audit and smoke tests of each distribution in an empty root (cache/checks).",
+          default=True, builds=False, colour="#e45756"),
+    Stage("test", "test", "Upstream test suites (recipe `test`), on demand: cache/tests/<dist>/<component>.json.",
+          default=False, builds=False, colour="#eeca3b"),
+    Stage("image", "image", "Export each distribution image to cache/images/<name>-<version>.tar (docker + OCI).",
+          default=True, builds=True, colour="#f58518"),
+    Stage("legal", "legal", "CycloneDX SBOM and license texts of each image, next to its tarball (legal-info).",
+          default=True, builds=True, colour="#9d755d"),
+    Stage("load", "load", "Load each exported image into the Docker-API engine (if any), tag <repository>:<version>.",
+          default=True, builds=False, colour="#72b7b2",
+          why="the engine lacks this image, or no engine answers"),
+    Stage("push", "push", "Push each exported image to image_registry as <repository>/<name>:<version>.",
+          default=True, builds=False, colour="#4c6ef5"),
+    Stage("cache-push", "cache_push", "Upload each distribution's already-built component outputs the build cache lacks.",
+          default=False, builds=False, colour="#a0a0a0"),
+    Stage("check-images", "check_images", "Smoke tests in containers of other images (checks.images), tools mounted --volumes-from.",
+          default=True, builds=False, colour="#ff9da6"),
+)
+
+BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def stage_of(task_name):
+    """The stage of a doit task name ('build:base/sed' -> Stage build), or None."""
+    return BY_NAME.get(task_name.split(":", 1)[0])

@@ -10,13 +10,8 @@ stored inputs tell which input changed ("why it runs").
 import json
 from pathlib import Path
 
-from tasks.core.canonical import digest_of
-from tasks.core.canonical import dumps
+from tasks.core.canonical import digest_of, dumps
 from tasks.core.files import write_atomic
-
-# Bump when the engine's build logic changes in a way that changes outputs:
-# every component key includes it, so all components rebuild once.
-ENGINE_VERSION = "1"
 
 # Reasons computed by up-to-date checks, read by the actions and the reporter.
 REASONS = {}
@@ -25,7 +20,7 @@ REASONS = {}
 class Stamp:
     def __init__(self, path, inputs):
         self.path = Path(path)
-        self.inputs = dict(inputs, engine=ENGINE_VERSION)
+        self.inputs = dict(inputs)
         self.key = digest_of(dumps(self.inputs))
 
     def stored(self):

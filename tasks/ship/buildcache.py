@@ -31,7 +31,8 @@ from tasks.core.log import say
 from tasks.build import manifest
 from tasks.ship import registry
 from tasks.core.errors import UserError
-from tasks.model.stamp import ENGINE_VERSION
+from tasks.build import stagedir
+from tasks.build.key import component_key, engine_digest
 
 MEDIA_CONFIG = "application/vnd.dappdeps.component.config.v1+json"
 MEDIA_LAYER = "application/vnd.dappdeps.component.v1.tar+gzip"
@@ -157,7 +158,7 @@ class BuildCache:
                 "format": FORMAT, "key": stamp.key, "component": comp.name,
                 "distribution": comp.dist.name, "version": comp.recipe.version,
                 "prefix": comp.dist.prefix, "manifest": stored["manifest"],
-                "engine": ENGINE_VERSION}).encode()
+                "engine": engine_digest()}).encode()
             config_desc = {"mediaType": MEDIA_CONFIG, "size": len(config),
                            "digest": "sha256:" + hashlib.sha256(config).hexdigest()}
             layer_desc = {"mediaType": MEDIA_LAYER, "size": layer_size, "digest": layer_digest}
@@ -200,7 +201,7 @@ def push_built(cfg, dist_name):
     done = {"pushed": [], "present": [], "not built": []}
     for name in cfg.distributions[dist_name].components:
         comp = Component(cfg, dist_name, name)
-        stamp = comp.stamp()
+        stamp = component_key(comp)
         if not stamp.is_current():
             done["not built"].append(name)
             continue
@@ -247,12 +248,12 @@ def _hook(action, comp, stamp):
 
 
 def pull(comp, stamp):
-    """The builder's hook before a build: True when the output came from the registry."""
+    """Before a build: True when the output came from the registry (the build stage asks)."""
     return _hook("pull", comp, stamp)
 
 
 def push(comp, stamp):
-    """The builder's hook after a successful build and stamp."""
+    """After a successful local build and its key (the build stage asks)."""
     return _hook("push", comp, stamp)
 
 
@@ -300,14 +301,9 @@ def _check_config(config, comp, key):
 def _install(client, repo, layer_desc, comp, config):
     """Download, unpack and verify the layer, then move it into the stage (renames).
     Returns the layer's size. Raises Corrupt when anything does not match."""
-    from tasks.build.builder import replace_stage
-    stage_dir = comp.stage_dir
-    scratch = stage_dir.with_name(f".{comp.name}.pull")
-    new = stage_dir.with_name(f".{comp.name}.new")
-    for leftover in (scratch, new):
-        if leftover.exists():
-            files.force_rmtree(leftover)
-    scratch.mkdir(parents=True)
+    scratch = stagedir.scratch(comp, "pull")
+    new = stagedir.scratch(comp, "new")
+    scratch.mkdir()
     try:
         blob = client.blob_to_file(repo, layer_desc, scratch / "layer.tar.gz")
         try:
@@ -317,7 +313,7 @@ def _install(client, repo, layer_desc, comp, config):
             if new.exists():
                 files.force_rmtree(new)
             raise
-        replace_stage(comp, new)
+        stagedir.replace(comp, new)
     finally:
         files.force_rmtree(scratch)
     return layer_desc["size"]

@@ -1,11 +1,13 @@
-"""Stage: build. One task per component (build:<dist>/<component>) and one per
-distribution (assemble:<dist>) that lays its components' outputs over each other."""
-from tasks.core import files
-from tasks.core import canonical
-from tasks.build import manifest
+"""Stage: build. One task per component (build:<dist>/<component>): its output in
+cache/stage/<dist>/<component>, pulled from the build cache when it has the key,
+else built in the component's sandbox (and then pushed to the cache)."""
+from tasks.build import builder, stagedir
+from tasks.build.key import component_key
+from tasks.core.log import say
 from tasks.model.component import Component
 from tasks.model.project import project
-from tasks.model.stamp import Stamp, uptodate_check
+from tasks.model.stamp import REASONS, uptodate_check
+from tasks.ship import buildcache
 
 
 def components():
@@ -14,19 +16,23 @@ def components():
             yield Component(project, dist.name, name)
 
 
-def _build(comp):
-    from tasks.build.builder import build_component
-    return build_component(comp)
+def make(comp):
+    """The build:<dist>/<component> action: the cache first, the builder second."""
+    with stagedir.locked(comp) as waited:
+        stamp = component_key(comp)
+        if waited and stamp.is_current():
+            say(f"{comp.task}: built by the other run")
+            return True
+        reason = REASONS.pop(comp.task, None) or stamp.why()
+        if buildcache.pull(comp, stamp):
+            return True
+        result = builder.build(comp, reason)
+        if result is True:
+            buildcache.push(comp, component_key(comp))
+        return result
 
 
-def _clean(comp):
-    for path in (comp.stage_dir, comp.work_dir):
-        if path.exists():
-            files.force_rmtree(path)
-
-
-def task_build():
-    """Compile each component in its sandbox; output in cache/stage/<dist>/<component>."""
+def tasks():
     for comp in components():
         r = comp.recipe
         deps = [f"build:{comp.dist.name}/{d}" for d in r.depends if d in comp.dist.components]
@@ -35,67 +41,8 @@ def task_build():
         yield {
             "name": f"{comp.dist.name}/{comp.name}",
             "doc": f"{r.name} {r.version}: {r.description}",
-            "actions": [(_build, [comp])],
-            "uptodate": [uptodate_check(comp.task, comp.stamp)],
+            "actions": [(make, [comp])],
+            "uptodate": [uptodate_check(comp.task, lambda c=comp: component_key(c))],
             "task_dep": ["check-host"] + deps,
-            "clean": [(_clean, [comp])],
-        }
-
-
-def assembled_path(cfg, dist_name):
-    return cfg.cache / "stage" / f"{dist_name}.manifest.json"
-
-
-def assemble_stamp(cfg, dist_name):
-    dist = cfg.distributions[dist_name]
-    parts = {}
-    for name in dist.components:
-        comp = Component(cfg, dist_name, name)
-        try:
-            parts[name] = canonical.load(comp.stamp_path).get("manifest")
-        except (OSError, ValueError):
-            parts[name] = None
-    return Stamp(cfg.cache / "stage" / f"{dist_name}.assembled.json",
-                 {"components": parts, "prefix": dist.prefix, "version": dist.version})
-
-
-def assemble(cfg, dist_name):
-    """Write cache/stage/<dist>.manifest.json: the distribution's tree, path by path."""
-    dist = cfg.distributions[dist_name]
-    layers, comps = [], []
-    for name in dist.components:
-        comp = Component(cfg, dist_name, name)
-        doc = canonical.load(comp.manifest_path)
-        layers.append((name, doc["entries"], set(comp.recipe.replaces)))
-        comps.append({"name": name, "version": doc["version"], "license": doc["license"],
-                      "description": comp.recipe.description, "sources": doc["sources"]})
-    from tasks.core.errors import UserError
-    from doit.exceptions import TaskFailed
-    try:
-        entries = manifest.merge(dist_name, layers)
-    except UserError as exc:
-        return TaskFailed(exc.render())
-    text = canonical.dumps({"format": manifest.FORMAT, "distribution": dist_name,
-                           "version": dist.version, "prefix": dist.prefix,
-                           "components": comps, "entries": entries})
-    files.write_atomic(assembled_path(cfg, dist_name), text)
-    assemble_stamp(cfg, dist_name).write(manifest=canonical.digest_of(text))
-    count = sum(1 for e in entries if e["type"] == "file")
-    size = sum(e.get("size", 0) for e in entries)
-    print(f"assemble:{dist_name}: {len(dist.components)} components, {count} files, "
-          f"{size / 1e6:.1f} MB")
-    return True
-
-
-def task_assemble():
-    """Lay a distribution's component outputs over each other into its manifest."""
-    for dist in project.distributions.values():
-        yield {
-            "name": dist.name,
-            "doc": f"{dist.name} {dist.version} at {dist.prefix}",
-            "actions": [(assemble, [project, dist.name])],
-            "uptodate": [uptodate_check(f"assemble:{dist.name}",
-                                        lambda d=dist.name: assemble_stamp(project, d))],
-            "task_dep": [f"build:{dist.name}/{c}" for c in dist.components],
-            "verbosity": 2,
+            "clean": [(stagedir.remove, [comp])],
         }

@@ -33,7 +33,7 @@ HOSTILE_LD_LIBRARY_PATH = "/nonexistent:/lib"
 
 
 def _assembled(cfg, name):
-    return canonical.load(cfg.cache / "stage" / f"{name}.manifest.json")
+    return canonical.load(cfg.assembled_manifest(name))
 
 
 class Tree:
@@ -76,7 +76,7 @@ def audit(cfg, dist_name):
     for entry in _assembled(cfg, dist_name)["entries"]:
         if entry["type"] != "file":
             continue
-        host_path = cfg.cache / "stage" / dist_name / entry["component"] / "tree" / entry["path"]
+        host_path = cfg.tree_of(dist_name, entry["component"]) / entry["path"]
         if not elf.is_elf(host_path):
             continue
         info = elf.read(host_path)
@@ -154,7 +154,7 @@ def run_smoke(cfg, dist_name, log):
     overlays = []
     for name in chain:
         dist = cfg.distributions[name]
-        lowers = [cfg.cache / "stage" / name / c / "tree" for c in reversed(dist.components)]
+        lowers = [cfg.tree_of(name, c) for c in reversed(dist.components)]
         overlays.append((sandbox.Overlay(scratch / "mnt" / name, lowers), dist.prefix, False))
     results = []
     for comp, command in smoke_tests(cfg, dist_name):
@@ -178,7 +178,7 @@ def check_stamp(cfg, dist_name):
     digests = {}
     for name in chain:
         try:
-            digests[name] = canonical.load(cfg.cache / "stage" / f"{name}.assembled.json").get("manifest")
+            digests[name] = canonical.load(cfg.assembled_stamp(name)).get("manifest")
         except (OSError, ValueError):
             digests[name] = None
     files = {}
@@ -216,8 +216,11 @@ def check(cfg, dist_name):
     return True
 
 
-def task_check():
-    """ELF audit and smoke tests of each distribution in an empty root (cache/checks)."""
+def defaults(cfg, dist):
+    return [f"check:{dist.name}"]
+
+
+def tasks():
     for dist in project.distributions.values():
         yield {
             "name": dist.name,

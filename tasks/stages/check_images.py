@@ -22,7 +22,7 @@ from tasks.build import manifest
 from tasks.core.errors import UserError
 from tasks.model.project import project
 from tasks.stages.check import CHECK_VERSION, expand, smoke_environment, smoke_tests
-from tasks.stages.image import engine_client
+from tasks.stages.load import engine_client
 from tasks.model.stamp import REASONS, Stamp
 
 # Printed by the in-container runner around each command's exit status.
@@ -56,7 +56,7 @@ def runner_script(cfg, dist_name):
 def _bash(cfg, dist_name):
     """The chain's bash, or None (then each command runs as its own argv, as in check:)."""
     for dist, _image in mounted_images(cfg, dist_name):
-        entries = canonical.load(cfg.cache / "stage" / f"{dist.name}.manifest.json")["entries"]
+        entries = canonical.load(cfg.assembled_manifest(dist.name))["entries"]
         if any(e["path"] == "bin/bash" for e in entries):
             return f"{dist.prefix}/bin/bash"
     return None
@@ -201,13 +201,14 @@ def _statuses(text, tests):
     return [found.get(i) for i in range(len(tests))]
 
 
-def task_check_images():
-    """Smoke tests in containers of other images (checks.images), tools mounted --volumes-from."""
-    yield {"basename": "check-images", "name": None, "doc": task_check_images.__doc__}
+def defaults(cfg, dist):
+    return [f"check-images:{dist.name}"] if cfg.data["checks"]["images"] else []
+
+
+def tasks():
     for dist in project.distributions.values():
         loads = [f"load:{image}" for _d, image in mounted_images(project, dist.name)]
         yield {
-            "basename": "check-images",
             "name": dist.name,
             "doc": f"smoke-test {dist.name} in the checks.images containers "
                    f"({', '.join(shlex.quote(i) for i in project.data['checks']['images']) or 'none set'})",

@@ -21,8 +21,7 @@ def _is_cached(source):
     return check
 
 
-def task_fetch():
-    """Download and sha256-verify every source of every recipe (cache/downloads)."""
+def tasks():
     for source_id, source in sorted(project.sources.items()):
         yield {
             "name": source_id,

@@ -34,10 +34,8 @@ def _check():
                       f"Install them with: apt-get install -y {packages}")
 
 
-def task_check_host():
-    """Verify the host tools the sandboxed builds need (LFS version-check.sh)."""
+def tasks():
     return {
-        "basename": "check-host",
         "actions": [_check],
         "uptodate": [lambda: not missing_tools()],
         "verbosity": 2,

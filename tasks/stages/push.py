@@ -136,8 +136,11 @@ def push_action(cfg, dist_name, name):
     return True
 
 
-def task_push():
-    """Push each exported image to image_registry as <repository>/<name>:<version>."""
+def defaults(cfg, dist):
+    return [f"push:{name}" for name in dist.images] if cfg.data["image_registry"]["default"] else []
+
+
+def tasks():
     for dist in project.distributions.values():
         for name in dist.images:
             url, repo, tag = target(project, dist, name)
@@ -149,33 +152,3 @@ def task_push():
                 "task_dep": [f"image:{name}"],
                 "verbosity": 2,
             }
-
-
-def cache_push_action(cfg, dist_name):
-    from doit.exceptions import TaskFailed
-
-    from tasks.ship.buildcache import push_built
-    from tasks.core.errors import UserError
-    try:
-        done = push_built(cfg, dist_name)
-    except UserError as exc:
-        return TaskFailed(exc.render())
-    print(f"cache-push:{dist_name}: {len(done['pushed'])} pushed, {len(done['present'])} "
-          f"already in the registry"
-          + (f", not built (skipped): {', '.join(done['not built'])}" if done["not built"] else ""))
-    return True
-
-
-def task_cache_push():
-    """Upload each distribution's already-built component outputs the build cache lacks."""
-    yield {"basename": "cache-push", "name": None, "doc": task_cache_push.__doc__}
-    for dist in project.distributions.values():
-        yield {
-            "basename": "cache-push",
-            "name": dist.name,
-            "doc": f"push {dist.name}'s built components to buildcache.url (after assemble)",
-            "actions": [(cache_push_action, [project, dist.name])],
-            "task_dep": [f"assemble:{dist.name}"],
-            "uptodate": [False],
-            "verbosity": 2,
-        }

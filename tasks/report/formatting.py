@@ -1,0 +1,70 @@
+"""Words and numbers shared by the report's pages: durations, sizes, digests, headlines."""
+import html
+
+
+def esc(text):
+    """Text made safe for HTML and SVG (attributes included)."""
+    return html.escape(str(text), quote=True)
+
+
+def fmt_seconds(seconds):
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 90:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def fmt_size(size):
+    if size is None:
+        return ""
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+def short_digest(digest):
+    if not digest:
+        return ""
+    algo, _, hexa = digest.partition(":")
+    return f"{algo}:{hexa[:12]}" if hexa else digest[:19]
+
+
+def headline(report):
+    word = {"ok": "OK", "failed": "FAILED", "interrupted": "INTERRUPTED", "error": "ERROR"}
+    return f"dappdeps nightly {report['started'][:19].replace('T', ' ')} UTC: {word[report['result']]}"
+
+
+def counts_line(report):
+    t = report["totals"]
+    parts = []
+    for key, label in (("failed", "failed"), ("blocked", "blocked by a failure"),
+                       ("interrupted", "interrupted"), ("ran", "ran"),
+                       ("up_to_date", "up to date"), ("not_run", "not run"), ("ignored", "ignored")):
+        if t.get(key):
+            parts.append(f"{t[key]} {label}")
+    return ", ".join(parts) or "no task"
+
+
+def image_state(image):
+    """What an image's row means in this run: exported now, unchanged, or an earlier run's."""
+    status = image.get("status")
+    if status == "ran":
+        return "exported"
+    if status == "up-to-date":
+        return "unchanged"
+    if status == "failed":
+        return "export failed"
+    if not image.get("exported"):
+        return "not built"
+    if status in ("blocked", "interrupted", "not-run"):
+        return "from an earlier run"
+    return status or ""
+

@@ -1,0 +1,65 @@
+"""report.md: a nightly run for mail and chat, rendered from its JSON document."""
+from tasks.report.formatting import counts_line, fmt_seconds, fmt_size, headline, image_state, short_digest
+
+
+def _md_cell(text):
+    return str(text or "").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report):
+    out = [f"# {headline(report)}", ""]
+    out.append(f"**{report['summary']}**  ")
+    out.append(f"{counts_line(report)}; {fmt_seconds(report['seconds'])}, exit code "
+               f"{report['exit_code']}" + (f", stopped by {report['signal']}" if report.get("signal") else ""))
+    if report.get("error"):
+        out += ["", "```", report["error"].rstrip(), "```"]
+    failed = [t for t in report["tasks"] if t["status"] == "failed"]
+    if failed:
+        out += ["", "## Failed", ""]
+        for t in failed:
+            out.append(f"### {t['name']}")
+            out.append("")
+            if t.get("why"):
+                out.append(f"why it ran: {t['why']}  ")
+            out.append(f"after {fmt_seconds(t['seconds'])}" + (f"; log: `{t['log']}`" if t.get("log") else ""))
+            out += ["", "```", (t.get("error") or "").rstrip()[:3000], "```"]
+            if t.get("log_tail"):
+                out += ["", f"Last {len(t['log_tail'])} lines of the log:", "", "```"]
+                out += [line.replace("```", "ʼʼʼ") for line in t["log_tail"]]
+                out.append("```")
+            out.append("")
+    blocked = [t for t in report["tasks"] if t["status"] in ("blocked", "interrupted", "not-run")]
+    if blocked:
+        out += ["", "## Not run", ""]
+        out += [f"- `{t['name']}` ({t['status']}): {_md_cell(t.get('why'))}" for t in blocked]
+    ran = [t for t in report["tasks"] if t["status"] == "ran"]
+    if ran:
+        out += ["", "## Ran", "", "| task | why | duration |", "| --- | --- | ---: |"]
+        for t in sorted(ran, key=lambda t: t["started"] or 0):
+            out.append(f"| `{t['name']}` | {_md_cell(t.get('why'))} | {fmt_seconds(t['seconds'])} |")
+    if report["images"]:
+        out += ["", "## Images", "", "| image | this run | reference | digest | size | SBOM | licenses |",
+                "| --- | --- | --- | --- | ---: | --- | --- |"]
+        for im in report["images"]:
+            if not im["exported"]:
+                out.append(f"| {im['name']} | {image_state(im)} | | | | | |")
+                continue
+            out.append(f"| {im['name']} | {image_state(im)} | `{im.get('ref') or ''}` | "
+                       f"`{short_digest(im.get('digest'))}` | "
+                       f"{fmt_size(im.get('size'))} | {'`' + im['sbom'] + '`' if im.get('sbom') else '-'} | "
+                       f"{'`' + im['licenses'] + '`' if im.get('licenses') else '-'} |")
+    fresh = [t for t in report["tasks"] if t["status"] in ("up-to-date", "ignored")]
+    if fresh:
+        out += ["", f"## Up to date ({len(fresh)})", ""]
+        stages = {}
+        for t in fresh:
+            stages.setdefault(t["stage"], []).append(t["name"])
+        for stage, names in stages.items():
+            shown = ", ".join(n.split(":", 1)[-1] for n in names[:30])
+            more = f" and {len(names) - 30} more" if len(names) > 30 else ""
+            out.append(f"- {stage} ({len(names)}): {shown}{more}")
+    tail = f"Run {report['id']} on {report.get('host') or 'an unnamed host'}"
+    if report.get("report_dir"):
+        tail += f"; this report: `{report['report_dir']}/report.html`"
+    out += ["", tail + "."]
+    return "\n".join(out) + "\n"

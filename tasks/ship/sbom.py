@@ -1,0 +1,109 @@
+"""The CycloneDX SBOM of an image: each component it holds, with its version, license,
+source files' URLs and sha256s (legal:<image> writes it next to the image's tarball)."""
+import uuid
+
+SBOM_SPEC = "1.6"
+
+
+def _license_factory():
+    try:
+        from cyclonedx.contrib.license.factories import LicenseFactory
+    except ImportError:                      # cyclonedx-python-lib < 11.5
+        from cyclonedx.factory.license import LicenseFactory
+    return LicenseFactory()
+
+
+def build_sbom(image, comps, recipes, epoch, license_dirs):
+    """CycloneDX JSON text (spec 1.6) of one image.
+
+    image: {name, repository, version, distribution, prefix, digest, id}
+    comps: image_components() output; recipes: {name: Recipe}
+    license_dirs: {component: [paths relative to the legal folder]}
+    Deterministic: serial number derived from the image, timestamp = SOURCE_DATE_EPOCH."""
+    import datetime
+
+    from cyclonedx.model import (ExternalReference, ExternalReferenceType, HashAlgorithm,
+                                 HashType, Property, XsUri)
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    lf = _license_factory()
+    seed = f"dappdeps:{image['repository']}:{image['version']}:{image.get('digest') or ''}"
+    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, seed))
+    bom.metadata.timestamp = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    repo_name = image["repository"].rsplit("/", 1)[-1]
+    purl = None
+    if image.get("digest"):
+        purl = PackageURL(type="oci", name=repo_name, version=image["digest"],
+                          qualifiers={"repository_url": image["repository"],
+                                      "tag": image["version"]})
+    top = Component(
+        type=ComponentType.CONTAINER, name=image["repository"], version=image["version"],
+        bom_ref=f"image:{image['name']}", purl=purl,
+        description=f"dappdeps image {image['name']}: distribution {image['distribution']} "
+                    f"at {image['prefix']}",
+        properties=[Property(name=k, value=str(v)) for k, v in (
+            ("dappdeps:image", image["name"]), ("dappdeps:distribution", image["distribution"]),
+            ("dappdeps:prefix", image["prefix"]), ("dappdeps:image-id", image.get("id") or ""),
+            ("dappdeps:manifest-digest", image.get("digest") or "")) if v])
+    bom.metadata.component = top
+    by_name = {}
+    for comp in comps:
+        recipe = recipes.get(comp["name"])
+        refs = []
+        first_url, first_sha = None, None
+        for src in comp.get("sources", []):
+            hashes = [HashType(alg=HashAlgorithm.SHA_256, content=src["sha256"])] if src.get("sha256") else []
+            for url in src.get("urls") or []:
+                refs.append(ExternalReference(type=ExternalReferenceType.SOURCE_DISTRIBUTION,
+                                              url=XsUri(url), hashes=hashes,
+                                              comment=f"source file {src['file']}"))
+                if first_url is None and url.startswith(("https://", "http://")):
+                    first_url, first_sha = url, src.get("sha256")
+            if first_sha is None:
+                first_sha = src.get("sha256")
+        if recipe is not None and recipe.data.get("homepage"):
+            refs.append(ExternalReference(type=ExternalReferenceType.WEBSITE,
+                                          url=XsUri(recipe.data["homepage"])))
+        qualifiers = {}
+        if first_url:
+            qualifiers["download_url"] = first_url
+        if first_sha:
+            qualifiers["checksum"] = f"sha256:{first_sha}"
+        props = [Property(name="dappdeps:installed-size", value=str(comp.get("size", 0))),
+                 Property(name="dappdeps:installed-files", value=str(comp.get("files", 0)))]
+        for src in comp.get("sources", []):
+            props.append(Property(name="dappdeps:source", value=f"{src['file']}@sha256:{src.get('sha256', '')}"))
+        for path in license_dirs.get(comp["name"], []):
+            props.append(Property(name="dappdeps:license-file", value=path))
+        licenses = [lf.make_from_string(comp["license"])] if comp.get("license") else []
+        c = Component(type=ComponentType.LIBRARY,
+                      name=comp["name"], version=str(comp.get("version", "")),
+                      description=comp.get("description") or None,
+                      bom_ref=f"component:{comp['name']}", licenses=licenses,
+                      purl=PackageURL(type="generic", name=comp["name"],
+                                      version=str(comp.get("version", "")),
+                                      qualifiers=qualifiers or None),
+                      external_references=refs, properties=props)
+        bom.components.add(c)
+        by_name[comp["name"]] = c
+    bom.register_dependency(top, list(by_name.values()))
+    for name, c in by_name.items():
+        recipe = recipes.get(name)
+        deps = [by_name[d] for d in (recipe.depends if recipe else ()) if d in by_name]
+        bom.register_dependency(c, deps)
+    return JsonV1Dot6(bom).output_as_string(indent=1) + "\n"
+
+
+def validate_sbom(text):
+    """None when the SBOM is valid CycloneDX 1.6 JSON (the schema the library ships), else
+    the validation error; None too when the validator's extra (jsonschema) is missing."""
+    try:
+        from cyclonedx.schema import SchemaVersion
+        from cyclonedx.validation.json import JsonStrictValidator
+        error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    except ImportError:
+        return None
+    return error
