@@ -20,18 +20,22 @@
 #             $DATA (/var/lib/dappdeps-docker: images, containers, volumes, containerd's root).
 #                    Persistent on purpose: loaded/imported images survive a restart of the
 #                    daemon and a reboot (/run is a tmpfs on most machines), so `doit load:`
-#                    need not run again. Nothing else under /var/lib/docker or /etc/docker.
+#                    need not run again.
 #             $LOG  (/tmp/dappdeps-dockerd.log)
 #   processes dockerd (pid in $DIR/docker.pid) and the containerd it supervises
 #             (pid in $DIR/exec/containerd/containerd.pid), plus one containerd-shim per
 #             running container. Containers' cgroups go under /dappdeps-docker.
 #   network   nothing: --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false
 #             --bridge=none (no docker0, no iptables rules, net.ipv4.ip_forward untouched);
-#             containers must run with --network none (or host).
-#   It ignores /etc/docker/daemon.json (own --config-file) and uses its own containerd
-#   namespaces (dappdeps, dappdeps-plugins), so even a system containerd, if one runs
-#   (dockerd 20.10 uses /run/containerd/containerd.sock when that exists instead of starting
-#   its own), keeps a system Docker's containers ("moby") apart from ours.
+#             containers get only a loopback interface (say --network none to be explicit).
+#   elsewhere nothing under /etc/docker or /var/lib/docker: the daemon's identity key goes to
+#             $DATA/key.json (via $DIR/daemon.json, which dockerd reads instead of
+#             /etc/docker/daemon.json).
+#   containerd: dockerd 20.10 starts and supervises its own (state in $DIR/exec/containerd,
+#             root in $DATA/containerd; no systemd needed), unless
+#             /run/containerd/containerd.sock exists: then it uses that system containerd.
+#             Our own namespaces (dappdeps, dappdeps-plugins) keep a system Docker's
+#             containers ("moby") apart from ours even then.
 #
 # Undo:
 #   kill "$(cat /run/dappdeps-docker/docker.pid)"   # dockerd stops its containerd too
@@ -135,7 +139,9 @@ if ! answers; then
     alive "$CTRD_PIDFILE" containerd || rm -f "$CTRD_PIDFILE"
     mkdir -p "$DATA" "$DIR/exec"
     chmod 0710 "$DATA"
-    [ -s "$DIR/daemon.json" ] || echo '{}' > "$DIR/daemon.json"
+    # Our own config file, so that a host's /etc/docker/daemon.json does not apply; the
+    # daemon's identity key (flag-less option) goes to the data root instead of /etc/docker.
+    printf '{\n  "deprecated-key-path": "%s/key.json"\n}\n' "$DATA" > "$DIR/daemon.json"
     echo "docker.sh: starting dockerd on $SOCK (data root $DATA, log $LOG)" >&2
     nohup setsid dockerd \
         --host "unix://$SOCK" \
@@ -143,7 +149,6 @@ if ! answers; then
         --data-root "$DATA" \
         --exec-root "$DIR/exec" \
         --pidfile "$PIDFILE" \
-        --deprecated-key-path "$DATA/key.json" \
         --containerd-namespace dappdeps \
         --containerd-plugins-namespace dappdeps-plugins \
         --cgroup-parent /dappdeps-docker \
