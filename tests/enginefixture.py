@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core import canonical
+from tasks.core.files import write_atomic
 from tasks.build import manifest
 
 BUSYBOX = "/bin/busybox"
@@ -109,8 +110,28 @@ def make_stage(cache, dist, version, components, prefix_root="/.dapp/deps", lice
            "prefix": f"{prefix_root}/{dist}/{version}", "components": comps,
            "entries": manifest.merge(dist, layers)}
     path = cache / "stage" / f"{dist}.manifest.json"
-    files.write_atomic(path, canonical.dumps(doc))
+    write_atomic(path, canonical.dumps(doc))
     return path
+
+
+def small_config(cache, distributions, data=None):
+    """A Config of just these distributions (no recipes) over an existing cache."""
+    from tasks.model.config import Config
+    cache = Path(cache)
+    return Config(path=cache.parent / "config.yaml", root=cache.parent, data=data or {},
+                  cache=cache, recipes_dir=cache.parent / "recipes", prefix_root="/.dapp/deps",
+                  jobs=1, mirrors=(), download={}, distributions=distributions, recipes={},
+                  source_date_epoch=EPOCH)
+
+
+def toolchain_runtime():
+    """The include/exclude patterns of the toolchain's run-time image, read from the
+    project's own config.yaml (what production exports), not a copy of them."""
+    from tasks.model.config import load_config
+    cfg = load_config(Path(__file__).resolve().parent.parent)
+    toolchain = cfg.distributions["toolchain"]
+    spec = toolchain.images[toolchain.runtime_image]
+    return list(spec["include"]), list(spec["exclude"])
 
 
 def demo_stage(cache, dist="fx", version="1.0", workdir=None):

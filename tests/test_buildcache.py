@@ -21,6 +21,7 @@ from registryfixture import RegistryServer, available, free_port
 from tasks.core import canonical
 from tasks.ship import buildcache
 from tasks.ship import registry
+from tasks.ship.layer import unpack_layer, write_layer
 
 needs_registry = pytest.mark.skipif(
     not available(), reason="docker-registry is not installed (`apt-get install "
@@ -371,12 +372,13 @@ def _fake_stage(root):
 
 def test_layer_is_deterministic_and_round_trips(tmp_path):
     _fake_stage(tmp_path / "stage")
-    a = buildcache.write_layer(tmp_path / "stage", tmp_path / "a.tar.gz", 1700000000)
-    b = buildcache.write_layer(tmp_path / "stage", tmp_path / "b.tar.gz", 1700000000)
+    a = write_layer(tmp_path / "stage", tmp_path / "a.tar.gz", 1700000000)
+    b = write_layer(tmp_path / "stage", tmp_path / "b.tar.gz", 1700000000)
     assert a == b and (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
-    buildcache.unpack_layer(tmp_path / "a.tar.gz", tmp_path / "out")
+    unpack_layer(tmp_path / "a.tar.gz", tmp_path / "out")
     assert (tmp_path / "out/tree/bin/alias").readlink().as_posix() == "tool"
     assert (tmp_path / "out/tree/bin/tool").stat().st_mode & 0o777 == 0o755
+    assert a[0] == "sha256:" + hashlib.sha256((tmp_path / "a.tar.gz").read_bytes()).hexdigest()
 
 
 def _evil_layer(path, members):
@@ -408,5 +410,5 @@ def _evil_layer(path, members):
 def test_unpack_refuses_members_outside_an_output(tmp_path, members):
     _evil_layer(tmp_path / "evil.tar.gz", members)
     with pytest.raises(registry.Corrupt):
-        buildcache.unpack_layer(tmp_path / "evil.tar.gz", tmp_path / "out")
+        unpack_layer(tmp_path / "evil.tar.gz", tmp_path / "out")
     assert not (tmp_path / "escape").exists()

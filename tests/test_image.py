@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from enginefixture import EPOCH, LONG_PATH, demo_stage, make_stage
+from enginefixture import EPOCH, LONG_PATH, demo_stage, make_stage, small_config, toolchain_runtime
 from tasks.ship import image
 from tasks.core.errors import UserError
-from tasks.ship.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, compile_patterns, export_image, select
+from tasks.ship.image import export_image
+from tasks.ship.select import compile_patterns, select
 
 PREFIX = "/.dapp/deps/fx/1.0"
 SOURCE = "https://example.invalid/dappdeps"
@@ -177,13 +178,15 @@ def test_patterns(pattern, path, hit):
 
 
 def test_runtime_selection(stage, tmp_path):
+    """config.yaml's toolchain-runtime patterns on the fixture distribution."""
+    include, exclude = toolchain_runtime()
     doc = json.loads(Path(stage).read_text())
-    chosen = {e["path"] for e in select(doc["entries"], RUNTIME_INCLUDE, RUNTIME_EXCLUDE)}
+    chosen = {e["path"] for e in select(doc["entries"], include, exclude)}
     assert chosen == {"lib", "lib/ld-linux-x86-64.so.2", "lib/libfx.so.1", "lib/libfx.so.1.2.3",
                       "lib/gconv", "lib/gconv/UTF-16.so", "lib/gconv/gconv-modules",
                       "lib/locale", "lib/locale/locale-archive", "etc", "etc/profile"}
     result = export(stage, tmp_path / "fx-runtime-1.0.tar", repository="dappdeps-test/fx-runtime",
-                    include=RUNTIME_INCLUDE, exclude=RUNTIME_EXCLUDE, title="fx-runtime")
+                    include=include, exclude=exclude, title="fx-runtime")
     _, blobs = read_image(tmp_path / "fx-runtime-1.0.tar")
     config = json.loads(blobs["blobs/sha256/" + result["id"].split(":")[1]])
     labels = config["config"]["Labels"]
@@ -271,16 +274,13 @@ def test_memory_stays_flat(tmp_path):
 
 # ---- the doit stage module ---------------------------------------------------------
 def fake_project(cache, manifest_path, **image_spec):
-    from types import SimpleNamespace
-
     from tasks.model.config import Distribution
     spec = {"repository": "dappdeps-test/fx", "include": ["**"], "exclude": []}
     spec.update(image_spec)
     dist = Distribution(name="fx", version="1.0", prefix=PREFIX, components=("hello",),
                         uses=(), toolchain="", default=True, images={"fx": spec},
                         description="fixture distribution")
-    return SimpleNamespace(cache=Path(cache), distributions={"fx": dist},
-                           source_date_epoch=EPOCH, data={"engine": {"source": SOURCE}})
+    return small_config(cache, {"fx": dist}, {"engine": {"source": SOURCE}})
 
 
 def test_image_task_action_and_stamp(stage, tmp_path):

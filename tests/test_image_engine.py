@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from enginefixture import EPOCH, busybox_files, demo_stage, engine, ensure_image
+from enginefixture import EPOCH, busybox_files, demo_stage, engine, ensure_image, toolchain_runtime
 from tasks.ship import engine as eng
-from tasks.ship.image import RUNTIME_EXCLUDE, RUNTIME_INCLUDE, export_image
+from tasks.ship.image import export_image
 
 REPO = "dappdeps-test/fx"
 PREFIX = "/.dapp/deps/fx/1.0"
@@ -71,7 +71,7 @@ def names(client):
         return made[-1]
     yield name
     for n in made:
-        eng._remove_container(client, n)
+        eng.remove_container(client, n)
 
 
 def test_load_tags_and_is_then_up_to_date(client, fx, work):
@@ -195,10 +195,11 @@ def test_dockerfile_run_mount_from_image(client, fx, base_images):
 
 
 def test_runtime_image_at_the_same_prefix(client, fx, work, base_images, names):
+    include, exclude = toolchain_runtime()
     result = export_image(work / "cache/stage/fx.manifest.json", None,
                           work / "images/fx-runtime-1.0.tar", "dappdeps-test/fx-runtime",
-                          "1.0", include=RUNTIME_INCLUDE + ["bin/busybox"],
-                          exclude=RUNTIME_EXCLUDE, source_date_epoch=EPOCH)
+                          "1.0", include=include + ["bin/busybox"],
+                          exclude=exclude, source_date_epoch=EPOCH)
     eng.load(client, work / "images/fx-runtime-1.0.tar", result["ref"], result["id"],
              result["digest"])
     vc = names("fx-runtime")
@@ -231,7 +232,7 @@ def test_pipeline_demo_distribution(client, base_images, tmp_path, names):
         assert (code, out) == (0, "hello: GREETING\n")
     again = run_doit_file(dodo, proj.root / "config.yaml", "load:demo")
     assert again.ran("image:") == [] and again.ran("load:") == [], again.text
-    eng._remove_container(client, vc)
+    eng.remove_container(client, vc)
     remove_image(client, result["ref"])
 
 
@@ -284,6 +285,7 @@ def task_assemble():
 
 
 def test_image_and_load_tasks_under_doit(client, tmp_path, monkeypatch):
+    include, exclude = toolchain_runtime()
     from conftest import REPO as REPO_ROOT
     from fixtures import FixtureProject
     proj = FixtureProject(tmp_path / "proj", prefix_root="/.dapp/deps")
@@ -292,8 +294,8 @@ def test_image_and_load_tasks_under_doit(client, tmp_path, monkeypatch):
     proj.add_distribution("fx", ["hello", "shell", "libs"], version="1.0",
                           image={"name": "dappdeps-test/fx-doit"},
                           images={"fx-doit-runtime": {"name": "dappdeps-test/fx-doit-runtime",
-                                                      "include": RUNTIME_INCLUDE,
-                                                      "exclude": RUNTIME_EXCLUDE}})
+                                                      "include": include,
+                                                      "exclude": exclude}})
     config = proj.write_config(engine={"source": "https://example.invalid/dappdeps"})
     dodo = tmp_path / "dodo.py"
     dodo.write_text(STUB_DODO.format(repo=str(REPO_ROOT), tests=str(REPO_ROOT / "tests")))

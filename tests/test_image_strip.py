@@ -1,4 +1,4 @@
-"""Images ship stripped ELF files (the stage keeps them unstripped): tasks.ship.image strip."""
+"""Images ship stripped ELF files (the stage keeps them unstripped): tasks.ship.strip."""
 import io
 import json
 import os
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from enginefixture import EPOCH, make_stage
-from tasks.ship import image
+from enginefixture import EPOCH, make_stage, small_config
+from tasks.core import elf
 from tasks.core.errors import UserError
-from tasks.ship.image import elf_ident, export_image
+from tasks.ship import strip
+from tasks.ship.image import export_image
 
 PREFIX = ".dapp/deps/st/1.0"
 
@@ -59,7 +60,7 @@ def built(tmp_path_factory):
     # the same program claiming another machine in its header (e_machine at offset 18):
     # the host's strip must not touch it
     foreign = bytearray((work / "hello").read_bytes())
-    other = 183 if elf_ident(bytes(foreign[:20]))[3] != 183 else 62   # aarch64, else x86-64
+    other = 183 if elf.ident(work / "hello").machine != "EM_AARCH64" else 62   # aarch64, else x86-64
     foreign[18:20] = other.to_bytes(2, "little" if foreign[5] == 1 else "big")
     (work / "foreign").write_bytes(bytes(foreign))
     for name in ("hello", "libfx.so.1.0"):
@@ -117,7 +118,7 @@ def test_strip_ships_smaller_working_elf_files(stage, tmp_path):
         sections = elf_sections(shipped)
         assert ".debug_info" not in sections and ".symtab" not in sections, sections
         assert ".dynsym" in sections                         # still links and loads
-        assert elf_ident(data[:20]) == elf_ident(original[:20])
+        assert elf.ident(shipped) == elf.ident(src / rel)
         assert member.mode == 0o755
     # the stripped program still runs
     program = tmp_path / "hello-shipped"
@@ -197,7 +198,7 @@ def test_bad_strip_output_ships_the_original_with_a_warning(stage, tmp_path, mon
 
 
 def test_missing_strip_is_a_clear_error(stage, tmp_path, monkeypatch):
-    monkeypatch.setattr(image.shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(strip.shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(UserError, match="no `strip` program") as err:
         export(stage, tmp_path / "out" / "st-1.0.tar", strip=True)
     assert "strip: false" in err.value.render()
@@ -205,8 +206,6 @@ def test_missing_strip_is_a_clear_error(stage, tmp_path, monkeypatch):
 
 
 def test_image_task_strips_by_default_and_stamps_the_strip_version(stage, capsys):
-    from types import SimpleNamespace
-
     from tasks.stages import image as stage_images
     from tasks.model.config import IMAGE, Distribution
     assert IMAGE.validate({"name": "x/y"}, "config.yaml")["strip"] is True
@@ -217,13 +216,12 @@ def test_image_task_strips_by_default_and_stamps_the_strip_version(stage, capsys
                          **spec}}
         dist = Distribution(name="st", version="1.0", prefix="/" + PREFIX, components=("c",),
                             uses=(), toolchain="", default=True, images=images)
-        return SimpleNamespace(cache=cache, distributions={"st": dist},
-                               source_date_epoch=EPOCH, data={})
+        return small_config(cache, {"st": dist})
 
     cfg = project(strip=True)
     dist = cfg.distributions["st"]
     stamp = stage_images.image_stamp(cfg, dist, "st", dist.images["st"])
-    assert stamp.inputs["strip"] == image.strip_version() != ""
+    assert stamp.inputs["strip"] == strip.strip_version() != ""
     assert stage_images.export(cfg, "st", "st") is True
     assert "stripped 2 ELF files" in capsys.readouterr().out
     assert stage_images.image_stamp(cfg, dist, "st", dist.images["st"]).is_current()

@@ -126,30 +126,32 @@ def read(path):
 
 
 def needed_versions(path):
-    """The symbol versions an ELF file needs, by library (.gnu.version_r):
-    {"libc.so.6": {"GLIBC_2.34", "GLIBC_2.2.5"}, ...}; {} for none or not ELF."""
+    """The symbol versions an ELF file needs, by library (.gnu.version_r), without the
+    weak ones (ld.so only warns about those): {"libc.so.6": {"GLIBC_2.34", ...}, ...};
+    {} for none or not ELF."""
     out = {}
-    for verneed, names in _versions(path, GNUVerNeedSection):
-        out.setdefault(verneed.name, set()).update(names)
+    for verneed, auxiliaries in _versions(path, GNUVerNeedSection):
+        out.setdefault(verneed.name, set()).update(
+            aux.name for aux in auxiliaries if not aux["vna_flags"] & 2)   # VER_FLG_WEAK
     return out
 
 
 def defined_versions(path):
     """The symbol versions a shared library defines (.gnu.version_d), without the base
     entry (its own soname): {"GLIBC_2.2.5", ..., "GLIBC_2.36", "GLIBC_PRIVATE"}."""
-    return {names[0] for verdef, names in _versions(path, GNUVerDefSection)
-            if names and not verdef["vd_flags"] & 1}   # 1: VER_FLG_BASE; names[1:]: parents
+    return {auxiliaries[0].name for verdef, auxiliaries in _versions(path, GNUVerDefSection)
+            if auxiliaries and not verdef["vd_flags"] & 1}   # VER_FLG_BASE; [1:]: parents
 
 
 def _versions(path, kind):
-    """[(entry, [auxiliary names])] of the GNU version sections of that kind."""
+    """[(entry, [auxiliary entries])] of the GNU version sections of that kind."""
     opened = _open(path)
     if opened is None:
         return []
     fh, elf = opened
     with fh:
         try:
-            return [(head, [aux.name for aux in auxiliaries])
+            return [(head, list(auxiliaries))
                     for section in elf.iter_sections() if isinstance(section, kind)
                     for head, auxiliaries in section.iter_versions()]
         except _BROKEN:

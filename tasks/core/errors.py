@@ -1,13 +1,27 @@
 """User-facing errors: one paragraph that names the file, the field and what to do."""
 
+SHORT = 80          # a value quoted in a message is cut to this many characters
+MAX_MESSAGE = 4000  # a plain UserError is never longer (a huge value must not flood the log)
+
+
+def cut(value, limit=SHORT):
+    """value as text, at most `limit` characters: longer ones end in '…'. Control
+    characters are shown escaped, so a quoted value cannot break the one-line message."""
+    text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 
 class UserError(Exception):
     """A mistake in the user's input or environment; shown without a traceback."""
 
     def __init__(self, message, path=None, field=None, hint=None):
+        if type(self) is UserError and len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE - 1] + "…"
         self.message = message
         self.path = str(path) if path is not None else None
-        self.field = field
+        self.field = cut(field, 2 * SHORT) if field is not None else None
         self.hint = hint
         super().__init__(self.render())
 

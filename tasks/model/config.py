@@ -5,17 +5,30 @@ Overrides without editing the tracked file (see docs/config.md):
   config.local.yaml next to it         merged on top (git-ignored)
   DAPPDEPS_OFFLINE=1                   same as download.offline: true
   DAPPDEPS_JOBS=N                      same as jobs: N
+  DAPPDEPS_BUILDCACHE=off|read-only|read-write   buildcache.mode for one run
+Every value that becomes a path, a name or a shell word is checked here, when loading
+(tasks/model/schema.py has the rules; docs/config.md lists them).
 """
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.core.errors import UserError
-from tasks.model.recipes import load_recipes, read_yaml
-from tasks.model.schema import REPOSITORY_RE, Field, Schema, name_check
+from tasks.core.errors import UserError, cut
+from tasks.model.recipes import load_recipes, location_check, read_yaml
+from tasks.model.schema import (Field, Schema, apply_environment, dist_version_check,
+                                env_name_check, host_folder_problem, name_check,
+                                optional_name_check, prefix_root_check, repository_check)
+
+
+def _mirror_check(value):
+    if value.startswith("debian:"):
+        return f"'{cut(value)}' is not a mirror: use an https://, http:// or file:// URL prefix."
+    return location_check(value)
+
 
 IMAGE = Schema({
-    "name": Field(str, expect="the repository to tag, e.g. dappdeps/base"),
+    "name": Field(str, check=lambda v: repository_check(v) if v else None,
+                  expect="the repository to tag, e.g. dappdeps/base"),
     "include": Field(list, default=lambda: ["**"], item=Field(str)),
     "exclude": Field(list, default=list, item=Field(str)),
     # what ships is stripped; cache/stage keeps the debug info (docs/images.md)
@@ -24,18 +37,20 @@ IMAGE = Schema({
 }, "image")
 
 DISTRIBUTION = Schema({
-    "version": Field(str, required=True, expect="the distribution's version as text, e.g. \"0.1.0\""),
+    "version": Field(str, required=True, check=dist_version_check,
+                     expect="the distribution's version as text, e.g. \"0.1.0\""),
     "description": Field(str, default=""),
     "components": Field(list, required=True, item=Field(str, check=name_check),
                         expect="a list of recipe names"),
     "uses": Field(list, default=list, item=Field(str, check=name_check),
                   expect="a list of other distributions needed at build and run time"),
-    "toolchain": Field(str, default="", expect="the distribution whose compiler builds this one"),
+    "toolchain": Field(str, default="", check=optional_name_check,
+                       expect="the distribution whose compiler builds this one"),
     "default": Field(bool, default=True),
     "image": Field(IMAGE, default=dict),
-    "images": Field(dict, default=dict, item=Field(IMAGE),
+    "images": Field(dict, default=dict, item=Field(IMAGE), keys=name_check,
                     expect="extra images of this distribution: name: {include, exclude}"),
-    "runtime_image": Field(str, default="", expect="the image (of this distribution's images) "
+    "runtime_image": Field(str, default="", check=optional_name_check, expect="the image (of this distribution's images) "
                            "that users of the distributions using this one mount at run time"),
 }, "distribution")
 
@@ -61,21 +76,14 @@ def _url_check(value):
     return None
 
 
-def _repository_check(value):
-    if not REPOSITORY_RE.match(value):
-        return (f"'{value}' is not a repository name: lowercase letters, digits, . _ - "
-                "and / between parts, e.g. dappdeps/cache.")
-    return None
-
-
 def _registry_fields(repository, url_expect):
     """Where a registry is and how to log in (buildcache and image_registry)."""
     return {
         "url": Field(str, default="", check=_url_check, expect=url_expect),
-        "repository": Field(str, default=repository, check=_repository_check),
-        "username_env": Field(str, default="DAPPDEPS_REGISTRY_USERNAME",
+        "repository": Field(str, default=repository, check=repository_check),
+        "username_env": Field(str, default="DAPPDEPS_REGISTRY_USERNAME", check=env_name_check,
                               expect="the name of the environment variable holding the user"),
-        "password_env": Field(str, default="DAPPDEPS_REGISTRY_PASSWORD",
+        "password_env": Field(str, default="DAPPDEPS_REGISTRY_PASSWORD", check=env_name_check,
                               expect="the name of the environment variable holding the "
                                      "password or token"),
         "docker_config": Field(bool, default=True, expect="true (also read credentials from "
@@ -106,17 +114,15 @@ IMAGE_REGISTRY = Schema({
 }, "image registry settings")
 
 CONFIG = Schema({
-    "prefix_root": Field(str, default="/.dapp/deps",
-                         check=lambda v: None if v.startswith("/") and v != "/" else
-                         f"'{v}' must be an absolute folder other than /."),
+    "prefix_root": Field(str, default="/.dapp/deps", check=prefix_root_check),
     "cache_dir": Field(str, default="cache"),
     "recipes_dir": Field(str, default="recipes"),
     "jobs": Field(int, default=lambda: os.cpu_count() or 1,
                   check=lambda v: None if v >= 1 else "must be 1 or more."),
     "source_date_epoch": Field(int, default=1700000000),
-    "mirrors": Field(list, default=list, item=Field(str)),
+    "mirrors": Field(list, default=list, item=Field(str, check=_mirror_check)),
     "download": Field(DOWNLOAD, default=dict),
-    "distributions": Field(dict, required=True, item=Field(DISTRIBUTION),
+    "distributions": Field(dict, required=True, item=Field(DISTRIBUTION), keys=name_check,
                            expect="a mapping of distribution name to its settings"),
     "engine": Field(dict, default=dict, item=Field(str)),
     "reports": Field(dict, default=dict),
@@ -199,14 +205,28 @@ def _deep_merge(base, over):
 
 def config_path(repo_root):
     env = os.environ.get("DAPPDEPS_CONFIG")
+    if env and (not env.isprintable() or len(env) > 1000):
+        raise UserError(f"'{cut(env)}' is not a file path (control characters or too long).",
+                        field="DAPPDEPS_CONFIG (environment)")
     return Path(env).resolve() if env else Path(repo_root).resolve() / "config.yaml"
+
+
+def _cache_folder(root, data, shown):
+    """cache_dir joined with the config's folder: absolute, normalised, not the host's."""
+    joined = os.path.normpath(os.path.join(root, data["cache_dir"]))
+    resolved = str(Path(joined).resolve())
+    for folder in dict.fromkeys((joined, resolved)):
+        problem = host_folder_problem(folder, "dappdeps' cache (it is wiped and rewritten as root)")
+        if problem:
+            raise UserError(problem, shown, "cache_dir")
+    return Path(resolved)
 
 
 def load_config(repo_root="."):
     path = config_path(repo_root)
     if not path.is_file():
-        raise UserError("the configuration file does not exist.", path,
-                        hint="Run doit from the repository root, or set DAPPDEPS_CONFIG.")
+        raise UserError("the configuration file does not exist (or is not a regular file).",
+                        path, hint="Run doit from the repository root, or set DAPPDEPS_CONFIG.")
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError("expected a configuration (key: value lines).", path)
@@ -219,19 +239,13 @@ def load_config(repo_root="."):
         data = _deep_merge(data, over)
         shown = f"{path} (+ {local.name})"
     data = CONFIG.validate(data, shown)
-    if os.environ.get("DAPPDEPS_OFFLINE", "") not in ("", "0"):
-        data["download"]["offline"] = True
-    if os.environ.get("DAPPDEPS_JOBS"):
-        try:
-            data["jobs"] = max(1, int(os.environ["DAPPDEPS_JOBS"]))
-        except ValueError:
-            raise UserError(f"'{os.environ['DAPPDEPS_JOBS']}' is not a whole number.",
-                            field="DAPPDEPS_JOBS (environment)") from None
+    apply_environment(data)
     root = path.parent
+    cache = _cache_folder(root, data, shown)
     recipes = load_recipes(root / data["recipes_dir"])
     dists = _distributions(data, recipes, shown)
     cfg = Config(
-        path=path, root=root, data=data, cache=(root / data["cache_dir"]).resolve(),
+        path=path, root=root, data=data, cache=cache,
         recipes_dir=(root / data["recipes_dir"]).resolve(), prefix_root=data["prefix_root"].rstrip("/"),
         jobs=data["jobs"], mirrors=tuple(data["mirrors"]), download=data["download"],
         distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"])
@@ -355,6 +369,11 @@ def _distribution(name, dist, raw, recipes, prefix_root, path):
         images[extra] = {"repository": spec["name"] or f"dappdeps/{extra}",
                          "include": spec["include"], "exclude": spec["exclude"],
                          "strip": spec["strip"]}
+    for image, spec in images.items():
+        if repository_check(spec["repository"]):
+            raise UserError(repository_check(spec["repository"]), path,
+                            f"distributions.{name}.image" + (f"s.{image}" if image != name else ""),
+                            "Set its name: to a valid repository.")
     runtime = dist["runtime_image"] or name
     if runtime not in images:
         raise UserError(f"'{runtime}' is not an image of distribution '{name}' "

@@ -11,7 +11,7 @@ from pathlib import Path
 from tasks.model.config import load_config
 from tasks.core.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_or_exit(root=None):

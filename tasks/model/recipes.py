@@ -7,31 +7,42 @@ is done once by the framework.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from tasks.core.errors import UserError, cut
+from tasks.core.yamlload import load_yaml
+from tasks.model.schema import (FILE_RE, Field, Schema, debian_check, env_key_check,
+                                file_name_check, name_check, pattern_check,
+                                relative_path_check, sha256_check, version_check)
 
-from tasks.core.errors import UserError
-from tasks.model.schema import Field, Schema, name_check, sha256_check
 
-
-def _location_check(value):
+def location_check(value):
+    """A recipe's or a mirror's location: a URL without spaces or control characters,
+    or debian:<source-package>."""
     if not value.startswith(("https://", "http://", "file://", "debian:")):
-        return (f"'{value}' is not a location: use an https://, http:// or file:// URL, "
+        return (f"'{cut(value)}' is not a location: use an https://, http:// or file:// URL, "
                 "or debian:<source-package> for Debian's source archive.")
+    if value.startswith("debian:"):
+        return debian_check(value[len("debian:"):])
+    if not value.isprintable() or any(c.isspace() for c in value) or len(value) > 2000:
+        return f"'{cut(value)}' is not a URL: no spaces or control characters (encode them as %20 ...)."
     return None
 
 
-LOCATION = Field(str, check=_location_check)
+
+LOCATION = Field(str, check=location_check)
 
 ALTERNATIVE = Schema({
-    "file": Field(str, required=True, expect="the file name, e.g. sed-4.9.tar.xz"),
+    "file": Field(str, required=True, check=file_name_check,
+                  expect="the file name, e.g. sed-4.9.tar.xz"),
     "sha256": Field(str, required=True, check=sha256_check, expect="64 hex digits"),
     "urls": Field(list, default=list, item=LOCATION),
-    "inner": Field(str, expect="the name of a tarball inside this one to unpack instead"),
+    "inner": Field(str, check=pattern_check,
+                   expect="the name of a tarball inside this one to unpack instead"),
     "fixup": Field(str, default="", expect="shell run in the unpacked tree"),
 }, "source file")
 
 SOURCE = Schema(dict(ALTERNATIVE.fields, **{
-    "dest": Field(str, default="", expect="a folder inside the source tree, e.g. gmp"),
+    "dest": Field(str, default="", check=relative_path_check,
+                  expect="a folder inside the source tree, e.g. gmp"),
     "extract": Field(bool, default=True),
     "alternatives": Field(list, default=list, item=Field(ALTERNATIVE)),
 }), "source")
@@ -41,16 +52,18 @@ BUILD_SYSTEMS = ("autotools", "make", "script")
 RECIPE = Schema({
     "name": Field(str, required=True, check=name_check),
     "inherit": Field(str, check=name_check, expect="the name of a recipe to start from"),
-    "version": Field(str, required=True, expect="the upstream version as text, e.g. \"4.9\""),
+    "version": Field(str, required=True, check=version_check,
+                     expect="the upstream version as text, e.g. \"4.9\""),
     "description": Field(str, required=True, expect="one line saying what the component is"),
     "homepage": Field(str, default=""),
     "license": Field(str, required=True, expect="an SPDX expression, e.g. GPL-3.0-or-later"),
-    "license_files": Field(list, default=list, item=Field(str)),
+    "license_files": Field(list, default=list, item=Field(str, check=pattern_check)),
     "sources": Field(list, required=True, item=Field(SOURCE), expect="a list of sources"),
-    "patches": Field(list, default=list, item=Field(str)),
+    "patches": Field(list, default=list, item=Field(str, check=lambda v: relative_path_check(v)
+                                                    if v else "is empty; expected a patch file.")),
     "depends": Field(list, default=list, item=Field(str, check=name_check)),
     "replaces": Field(list, default=list, item=Field(str, check=name_check)),
-    "environment": Field(dict, default=dict, item=Field(str)),
+    "environment": Field(dict, default=dict, item=Field(str), keys=env_key_check),
     "network": Field(bool, default=False),
     "build": Field(str, default="autotools",
                    check=lambda v: None if v in BUILD_SYSTEMS else
@@ -112,22 +125,10 @@ class Recipe:
         return self.data[key]
 
 
-def _read_yaml(path):
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UserError(f"cannot be read: {exc.strerror}.", path) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"is not valid YAML{where}: {problem}.", path) from None
-
-
 def read_yaml(path):
-    return _read_yaml(path)
+    """Every data file goes through tasks/core/yamlload.py (duplicate keys, size, ...)."""
+    return load_yaml(path)
+
 
 
 def load_recipes(recipes_dir):
@@ -138,12 +139,12 @@ def load_recipes(recipes_dir):
                         hint="Set 'recipes_dir' in config.yaml to the folder holding <name>.yaml files.")
     raw = {}
     for path in sorted(recipes_dir.glob("*.yaml")):
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise UserError("expected a recipe (key: value lines) but the file is empty or a list.", path)
         name = data.get("name")
         if name is not None and name != path.stem:
-            raise UserError(f"'{name}' does not match the file name; a recipe's name is its "
+            raise UserError(f"'{cut(name)}' does not match the file name; a recipe's name is its "
                             f"file's name.", path, "name", f"Rename the file to {name}.yaml or "
                             f"set name: {path.stem}.")
         if path.stem in raw:
@@ -160,6 +161,9 @@ def _merged(name, raw, stack):
     parent = data.get("inherit")
     if parent is None:
         return dict(data)
+    if not isinstance(parent, str) or name_check(parent):
+        raise UserError(name_check(parent) if isinstance(parent, str) else
+                        "expected the name of a recipe to start from.", path, "inherit")
     if parent not in raw:
         raise UserError(f"inherits from '{parent}', which is not a recipe in {path.parent}.",
                         path, "inherit")
@@ -192,8 +196,13 @@ def _build_recipe(name, raw, recipes_dir, stack):
     if not sources:
         raise UserError("is empty; a recipe needs at least one source.", path, "sources")
     patches = []
+    inside = recipes_dir.resolve()
     for i, rel in enumerate(data["patches"]):
         patch = (recipes_dir / rel).resolve()
+        if not patch.is_relative_to(inside) or not FILE_RE.match(patch.name):
+            raise UserError(f"patch '{rel}' leads to {cut(patch, 200)}, outside {inside} (a "
+                            "symbolic link?); patches are files inside the recipes folder.",
+                            path, f"patches[{i}]")
         if not patch.is_file():
             raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
         patches.append(patch)

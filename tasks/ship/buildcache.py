@@ -5,7 +5,8 @@ component key, stamp.py) in repository <buildcache.repository>/<dist>-<component
 hit it pulls the artifact, checks it (manifest digest, config and layer sha256 and size,
 the unpacked tree against manifest.json) and publishes it into cache/stage exactly like
 a local build would: stage folder by renames, key.json written last. After a local
-build it pushes (read-write mode). docs/buildcache.md has the format and the policy.
+build it pushes (read-write mode). docs/buildcache.md has the format and the policy;
+the layer itself (write, unpack, verify) is tasks/ship/layer.py.
 
 Failure policy: a registry that is down, slow, answers 5xx or refuses our credentials
 gives ONE warning and is not asked again during this run; the component builds
@@ -13,23 +14,16 @@ locally. An artifact that fails a check is rejected with a warning naming it; th
 component builds locally (and, read-write, pushes its own output over the bad tag).
 Nothing here ever fails a build.
 """
-import gzip
 import hashlib
 import json
 import os
-import shutil
-import stat
-import sys
-import tarfile
 import threading
 import time
-import zlib
-from pathlib import Path
 
 from tasks.core import canonical, files
 from tasks.core.log import say
-from tasks.build import manifest
-from tasks.ship import registry
+from tasks.ship import credentials, registry
+from tasks.ship.layer import unpack_layer, verify_output, write_layer
 from tasks.core.errors import UserError
 from tasks.build import stagedir
 from tasks.build.key import component_key, engine_digest
@@ -72,7 +66,7 @@ class BuildCache:
         with self._lock:
             if self._client is None:
                 s = self.settings
-                user, password, _where = registry.resolve_credentials(
+                user, password, _where = credentials.resolve_credentials(
                     self.url, s["username_env"], s["password_env"], s["docker_config"])
                 self._client = registry.Registry(self.url, user, password,
                                                  s["connect_timeout"], s["read_timeout"])
@@ -317,124 +311,3 @@ def _install(client, repo, layer_desc, comp, config):
     finally:
         files.force_rmtree(scratch)
     return layer_desc["size"]
-
-
-def write_layer(stage_dir, out, epoch, level=6):
-    """A deterministic tar.gz of stage_dir's manifest.json, build.json and tree/ (in
-    manifest order, mtime = epoch, uid/gid 0, no names). Returns (digest, size)."""
-    stage_dir = Path(stage_dir)
-    doc = canonical.load(stage_dir / "manifest.json")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                           compresslevel=level) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT,
-                              encoding="utf-8") as tar:
-                for name in ("manifest.json", "build.json"):
-                    _add(tar, name, tarfile.REGTYPE, 0o644, epoch, stage_dir / name)
-                _add(tar, "tree", tarfile.DIRTYPE, 0o755, epoch)
-                root = stage_dir / "tree"
-                for e in doc["entries"]:
-                    name = f"tree/{e['path']}"
-                    if e["type"] == "dir":
-                        _add(tar, name, tarfile.DIRTYPE, e["mode"], epoch)
-                    elif e["type"] == "file":
-                        _add(tar, name, tarfile.REGTYPE, e["mode"], epoch, root / e["path"])
-                    elif e["type"] == "symlink":
-                        _add(tar, name, tarfile.SYMTYPE, 0o777, epoch, link=e["target"])
-                    elif e["type"] == "whiteout":
-                        _add(tar, name, tarfile.CHRTYPE, 0, epoch)
-                    else:
-                        raise ValueError(f"{stage_dir}: entry {e['path']} has type {e['type']}")
-    sha = hashlib.sha256()
-    with open(tmp, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
-    os.replace(tmp, out)
-    return "sha256:" + sha.hexdigest(), out.stat().st_size
-
-
-def _add(tar, name, kind, mode, epoch, path=None, link=""):
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = kind, mode & 0o7777, epoch
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.linkname = link
-    if kind == tarfile.REGTYPE:
-        info.size = os.stat(path).st_size
-        with open(path, "rb") as fh:
-            tar.addfile(info, fh)
-    else:
-        tar.addfile(info)
-
-
-_TOP = {"manifest.json", "build.json"}
-
-
-def unpack_layer(archive, dest):
-    """Unpack a layer written by write_layer into dest (a new folder). Every member must
-    be manifest.json, build.json or under tree/, inside a folder unpacked before it (so
-    nothing is written through a symlink), and of a kind an output holds."""
-    dest = Path(dest)
-    dest.mkdir(parents=True)
-    dirs = {""}
-    modes = []
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            for m in tar:
-                name = m.name
-                parts = name.split("/")
-                if (name.startswith("/") or any(p in ("", ".", "..") for p in parts)
-                        or not (name in _TOP or parts[0] == "tree")):
-                    raise registry.Corrupt(f"layer member {name!r} is not part of an output")
-                parent = "/".join(parts[:-1])
-                if parent not in dirs:
-                    raise registry.Corrupt(f"layer member {name!r} comes before its folder")
-                path = dest / name
-                if m.isdir():
-                    os.mkdir(path, 0o700)
-                    dirs.add(name)
-                    modes.append((path, m.mode & 0o7777))
-                elif m.isreg():
-                    src = tar.extractfile(m)
-                    with open(path, "xb") as fh:
-                        shutil.copyfileobj(src, fh, 1 << 20)
-                    os.chmod(path, m.mode & 0o7777)
-                elif m.issym() and name not in _TOP:
-                    os.symlink(m.linkname, path)
-                elif m.ischr() and m.devmajor == 0 and m.devminor == 0 and name not in _TOP:
-                    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
-                else:
-                    raise registry.Corrupt(f"layer member {name!r} has a kind an output "
-                                           "cannot hold")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, FileExistsError) as exc:
-        raise registry.Corrupt(f"the layer does not unpack: {exc}") from None
-    for path, mode in reversed(modes):
-        os.chmod(path, mode)
-
-
-def verify_output(folder, comp, manifest_digest):
-    """The unpacked output must be exactly what its manifest.json says, and that
-    manifest must be this component's and have the digest the config names."""
-    folder = Path(folder)
-    for name in ("manifest.json", "build.json", "tree"):
-        if not (folder / name).exists():
-            raise registry.Corrupt(f"the layer has no {name}")
-    text = (folder / "manifest.json").read_bytes()
-    if hashlib.sha256(text).hexdigest() != manifest_digest:
-        raise registry.Corrupt("manifest.json does not have the digest the config names")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise registry.Corrupt("manifest.json is not JSON") from None
-    for name, value in (("component", comp.name), ("distribution", comp.dist.name),
-                        ("prefix", comp.dist.prefix), ("version", comp.recipe.version)):
-        if doc.get(name) != value:
-            raise registry.Corrupt(f"manifest.json {name} is {doc.get(name)!r}, not {value!r}")
-    entries = manifest.scan_tree(folder / "tree")
-    if entries != doc.get("entries"):
-        listed = {e["path"]: e for e in doc.get("entries") or []}
-        found = {e["path"]: e for e in entries}
-        diff = sorted(p for p in set(listed) | set(found) if listed.get(p) != found.get(p))
-        raise registry.Corrupt(f"the unpacked tree differs from manifest.json at "
-                               f"{', '.join(diff[:3])}")

@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 
 from tasks.core.files import sha256_file
-from tasks.ship.image import select
+from tasks.ship.select import select
 from tasks.ship.licenses import collect_license_texts
 from tasks.ship.sbom import SBOM_SPEC
 

@@ -14,18 +14,17 @@ Errors are typed so that callers can apply a policy:
   Corrupt       content that does not match its digest, size or expected form
 """
 import base64
+import ipaddress
 import hashlib
-import json
-import os
 import re
-import subprocess
 import threading
 import urllib.parse
 from pathlib import Path
 
 import requests
 
-from tasks.model.schema import DIGEST_RE, REPOSITORY_RE, TAG_RE  # noqa: F401 - names the OCI spec allows
+from tasks.core.log import say
+from tasks.model.schema import DIGEST_RE
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -70,78 +69,6 @@ def host_of(url):
     return urllib.parse.urlsplit(url).netloc
 
 
-# ---- credentials -------------------------------------------------------------------
-def docker_config_path():
-    base = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-    return Path(base) / "config.json"
-
-
-def _normal_host(key):
-    key = key.strip()
-    if "://" in key:
-        key = urllib.parse.urlsplit(key).netloc
-    return key.split("/", 1)[0]
-
-
-def docker_credentials(host, path=None):
-    """(username, password) for host from the Docker config file (auths, credHelpers,
-    credsStore), or None. Errors in that file are reported as RegistryError."""
-    path = Path(path) if path else docker_config_path()
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AuthFailed(f"cannot read the Docker config file {path}: {exc}") from None
-    helper = (doc.get("credHelpers") or {}).get(host)
-    for key, entry in (doc.get("auths") or {}).items():
-        if _normal_host(key) != host or not isinstance(entry, dict):
-            continue
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise AuthFailed(f"{path}: auths.{key}.auth is not base64 of user:password"
-                                 ) from None
-            return user, password
-        if entry.get("username") and entry.get("password"):
-            return entry["username"], entry["password"]
-    helper = helper or doc.get("credsStore")
-    if helper:
-        return _credential_helper(helper, host)
-    return None
-
-
-def _credential_helper(helper, host):
-    """docker-credential-<helper> get (the Docker credential helper protocol)."""
-    try:
-        proc = subprocess.run([f"docker-credential-{helper}", "get"], input=host,
-                              capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthFailed(f"credential helper docker-credential-{helper} failed: {exc}") from None
-    if proc.returncode != 0:
-        return None           # "credentials not found in native keychain"
-    try:
-        doc = json.loads(proc.stdout)
-        return doc["Username"], doc["Secret"]
-    except (ValueError, KeyError):
-        raise AuthFailed(f"docker-credential-{helper} get: unexpected answer") from None
-
-
-def resolve_credentials(url, username_env="", password_env="", use_docker_config=True):
-    """(username, password, where) from the environment variables named, else from the
-    Docker config file, else (None, None, 'anonymous')."""
-    user = os.environ.get(username_env) if username_env else None
-    password = os.environ.get(password_env) if password_env else None
-    if user and password:
-        return user, password, f"${username_env}/${password_env}"
-    if use_docker_config:
-        found = docker_credentials(host_of(url))
-        if found:
-            return found[0], found[1], str(docker_config_path())
-    return None, None, "anonymous"
-
-
 # ---- the client --------------------------------------------------------------------
 def _parse_challenge(header):
     """'Bearer realm="x",service="y",scope="z"' -> ('bearer', {...})."""
@@ -150,10 +77,45 @@ def _parse_challenge(header):
     return scheme.lower(), params
 
 
+def origin(url):
+    """(scheme, host, port) of a URL: where credentials may go is decided on this."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def may_carry_credentials(url):
+    """Credentials travel only over https, or over plain http to this machine."""
+    scheme, host, _port = origin(url)
+    return scheme == "https" or (scheme == "http" and is_loopback(host))
+
+
 class Registry:
+    """One registry. Credentials (Basic, or the bearer tokens bought with them) are sent
+    only to the registry's own origin (scheme, host, port), only over https or to
+    loopback; a token realm or an upload Location elsewhere gets none."""
+
     def __init__(self, url, username=None, password=None, connect_timeout=3.0,
                  read_timeout=30.0):
         self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.username or parts.password or "@" in parts.netloc:
+            raise AuthFailed(f"{_redact(self.url)}: credentials in a registry URL are refused "
+                             "(they end up in logs); use the username_env/password_env "
+                             "variables or `docker login`")
+        if username is not None and not may_carry_credentials(self.url):
+            raise AuthFailed(f"{self.url}: refusing to send credentials over plain http to a "
+                             "host that is not this machine; use https")
+        self.origin = origin(self.url)
         self.username = username
         self.password = password
         self.timeout = (connect_timeout, read_timeout)
@@ -172,7 +134,9 @@ class Registry:
         return self._local.session
 
     # ---- transport -----------------------------------------------------------
-    def _auth_header(self, scope):
+    def _auth_header(self, scope, url):
+        if origin(url) != self.origin:
+            return {}
         with self._lock:
             token = self._tokens.get(scope)
             basic = self._basic
@@ -186,7 +150,7 @@ class Registry:
     def _send(self, method, url, scope, headers=None, data=None, stream=False):
         try:
             return self.session.request(method, url, headers={**(headers or {}),
-                                                              **self._auth_header(scope)},
+                                                              **self._auth_header(scope, url)},
                                         data=data, stream=stream, timeout=self.timeout,
                                         allow_redirects=True)
         except requests.Timeout as exc:
@@ -239,9 +203,20 @@ class Registry:
         query = {"service": params.get("service", "")}
         if params.get("scope") or scope:
             query["scope"] = params.get("scope") or scope
-        auth = (self.username, self.password) if self.username is not None else None
+        realm = params["realm"]
+        if not realm.startswith(("https://", "http://")):
+            raise AuthFailed(f"{url}: token realm {realm[:80]!r} is not an http(s) URL")
+        auth = None
+        if self.username is not None:
+            if origin(realm) != self.origin or not may_carry_credentials(realm):
+                # A realm elsewhere could be anyone's: ask it anonymously (a public
+                # repository still works), never with our password.
+                say_once(f"warning: {self.url}: token realm {realm} is not the registry's "
+                         "own origin; credentials are not sent there")
+            else:
+                auth = (self.username, self.password)
         try:
-            answer = self.session.get(params["realm"], params=query, auth=auth,
+            answer = self.session.get(realm, params=query, auth=auth,
                                       timeout=self.timeout)
         except requests.RequestException as exc:
             raise Unavailable(f"token service {params['realm']}: {_short(exc)}") from None
@@ -420,3 +395,18 @@ def _short(exc):
         if marker in text:
             return marker
     return text[:200]
+
+
+_SAID = set()
+
+
+def say_once(message):
+    if message not in _SAID:
+        _SAID.add(message)
+        say(message)
+
+
+def _redact(url):
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit((parts.scheme, "***@" + host, parts.path, "", ""))

@@ -33,9 +33,7 @@ def creators(names=None):
 
 def _creator(stage):
     def create():
-        module = module_of(stage)
-        # (legal and test still spell it task_<name> until their split lands)
-        return (getattr(module, "tasks", None) or getattr(module, f"task_{stage.module}"))()
+        return module_of(stage).tasks()
     # doit takes a creator's attributes: `create_doit_tasks` marks it, `basename` names it
     holder = type(f"Stage_{stage.module}", (), {})()
     create.__doc__ = stage.doc

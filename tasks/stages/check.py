@@ -1,9 +1,9 @@
 """Stage: check. Proof that a distribution works where users put it.
 
 check:<dist> (after assemble) does two things:
-  - the ELF audit: every executable and shared library of the distribution has its
-    interpreter and every RPATH/RUNPATH inside the dappdeps prefixes, and every
-    DT_NEEDED resolves inside them (the way the prefix's ld.so would look);
+  - the ELF audit (tasks/verify/audit.py): interpreter, RPATH/RUNPATH, DT_NEEDED and
+    the symbol versions needed of every executable and shared library resolve inside
+    the dappdeps prefixes;
   - the smoke tests: each component's `smoke` commands run in an EMPTY root (no /usr,
     /lib, /etc), with only the distribution's and its used distributions' prefixes
     mounted, a hostile LD_LIBRARY_PATH and PATH. recipes/checks/ is mounted at
@@ -13,7 +13,6 @@ Results: cache/checks/<dist>.json and .log.
 import hashlib
 import json
 import os
-import posixpath
 import re
 import shlex
 import shutil
@@ -21,95 +20,14 @@ import time
 
 from tasks.core import files
 from tasks.core import canonical
-from tasks.core import elf
 from tasks.build import manifest
 from tasks.build import sandbox
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
+from tasks.verify.audit import Tree, audit
 
 CHECK_VERSION = "3"
 HOSTILE_LD_LIBRARY_PATH = "/nonexistent:/lib"
-
-
-
-def _assembled(cfg, name):
-    return canonical.load(cfg.assembled_manifest(name))
-
-
-class Tree:
-    """All paths of some distributions, by absolute path, with symlinks followed."""
-
-    def __init__(self, cfg, names):
-        self.entries = {}
-        for name in names:
-            dist = cfg.distributions[name]
-            for entry in _assembled(cfg, name)["entries"]:
-                self.entries[f"{dist.prefix}/{entry['path']}"] = (name, entry)
-
-    def resolve(self, path, depth=0):
-        path = posixpath.normpath(path)
-        found = self.entries.get(path)
-        if found is None:
-            # A parent folder may be a symlink (lib64 -> lib).
-            parent, base = posixpath.split(path)
-            if parent != "/" and depth < 20:
-                real_parent = self.resolve(parent, depth + 1)
-                if real_parent and real_parent != parent:
-                    return self.resolve(posixpath.join(real_parent, base), depth + 1)
-            return None
-        entry = found[1]
-        if entry["type"] == "symlink" and depth < 20:
-            target = entry["target"]
-            target = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
-            return self.resolve(target, depth + 1)
-        return path
-
-
-def audit(cfg, dist_name):
-    """Problems (one line each) and the number of ELF files looked at."""
-    dist = cfg.distributions[dist_name]
-    tree = Tree(cfg, cfg.closure(dist_name))
-    root = cfg.prefix_root + "/"
-    tc = cfg.distributions[dist.toolchain] if dist.toolchain else dist
-    default_dirs = [f"{tc.prefix}/lib"]
-    problems, count = [], 0
-    for entry in _assembled(cfg, dist_name)["entries"]:
-        if entry["type"] != "file":
-            continue
-        host_path = cfg.tree_of(dist_name, entry["component"]) / entry["path"]
-        if not elf.is_elf(host_path):
-            continue
-        info = elf.read(host_path)
-        if info is None:
-            continue
-        count += 1
-        where = f"{dist.prefix}/{entry['path']}"
-        origin = posixpath.dirname(where)
-        if info.interp and not (info.interp.startswith(root) and tree.resolve(info.interp)):
-            problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes")
-        # DT_RUNPATH is searched after LD_LIBRARY_PATH, so an image's LD_LIBRARY_PATH
-        # could redirect the libraries (werf issue #4745): only DT_RPATH is allowed.
-        # The one exception is glibc's gconv modules' [$ORIGIN]: they find their
-        # sibling helper modules (libKSC.so, ...) and nothing else.
-        if info.runpath and info.runpath != ["$ORIGIN"]:
-            problems.append(f"{where}: RUNPATH {':'.join(info.runpath)} (LD_LIBRARY_PATH "
-                            "beats it): link with -Wl,--disable-new-dtags for DT_RPATH")
-        dirs = []
-        for kind, paths in (("RPATH", info.rpath), ("RUNPATH", info.runpath)):
-            for raw in paths:
-                path = raw.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)
-                if not path.startswith(root):
-                    problems.append(f"{where}: {kind} {raw} points outside the dappdeps prefixes")
-                dirs.append(path)
-        search = dirs + default_dirs + ([posixpath.dirname(info.interp)] if info.interp else [])
-        if info.kind == "dyn" and not info.interp:
-            # A library is loaded into programs of this distribution, whose RPATH
-            # covers the distribution's own lib/ (tasks/flags.py).
-            search.append(f"{dist.prefix}/lib")
-        for needed in info.needed:
-            if not any(tree.resolve(f"{d}/{needed}") for d in search):
-                problems.append(f"{where}: needs {needed}, not found in {':'.join(dict.fromkeys(search))}")
-    return problems, count
 
 
 _VAR = re.compile(r"\$(\{)?(PREFIX(?:_[A-Z0-9_]+)?)(?(1)\})")

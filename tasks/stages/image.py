@@ -11,7 +11,8 @@ config.yaml, all optional (engine: is a mapping of strings):
 """
 import hashlib
 
-from tasks.ship.image import EXPORTER_VERSION, image_paths, read_result, strip_version
+from tasks.ship.image import EXPORTER_VERSION, image_paths, read_result
+from tasks.ship.strip import strip_version
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
 

@@ -149,4 +149,3 @@ def tasks():
         }
 
 
-task_legal = tasks      # until dodo.py reads tasks() of every stage

@@ -10,7 +10,7 @@ import json
 import re
 import tarfile
 
-from tasks.ship import registry
+from tasks.ship import credentials, registry
 from tasks.ship.image import image_paths, read_result
 from tasks.model.project import project
 
@@ -32,7 +32,7 @@ def target(cfg, dist, name):
 
 def _client(cfg):
     s = settings(cfg)
-    user, password, _where = registry.resolve_credentials(
+    user, password, _where = credentials.resolve_credentials(
         s["url"], s["username_env"], s["password_env"], s["docker_config"])
     return registry.Registry(s["url"], user, password, s["connect_timeout"], s["read_timeout"])
 

@@ -173,4 +173,3 @@ def tasks():
         }
 
 
-task_test = tasks      # until dodo.py reads tasks() of every stage
