@@ -346,3 +346,13 @@ def test_real_missing_file_lists_what_hello_has(real_cache):
     with pytest.raises(FetchError) as info:
         fetch_source(src, cfg)
     assert HELLO_FILE in info.value.render() and "has no file hello_9.9.orig.tar.gz" in info.value.render()
+
+
+@pytest.mark.parametrize("package", ["-oDir::Etc=/tmp", "../foo", "foo;id", "Foo", ""])
+def test_resolve_refuses_what_is_not_a_package_name(tmp_path, package):
+    """Checked when loading (tasks/model/recipes.py); never handed to apt as an option."""
+    alt = Alternative("foo_2.0.orig.tar.xz", "a" * 64, (f"debian:{package}",))
+    with pytest.raises(FetchError) as info:
+        debian.resolve(package, alt, cfg_for(tmp_path))
+    assert "not a Debian source package name" in info.value.message
+    assert not (tmp_path / "cache").exists()

@@ -279,3 +279,30 @@ def test_parallel_fetches_of_one_file_download_it_once(server, tmp_path):
         t.join()
     assert len(results) == 4 and all(r.path.read_bytes() == DATA for r in results)
     assert len(server.requests_for(FILE)) == 1
+
+
+# ---------------------------------------------------------------- containment (issue 13)
+
+@pytest.mark.parametrize("name", ["../escaped.tar.gz", "/tmp/escaped.tar.gz", "..", ".verified", ""])
+def test_the_cache_never_writes_outside_downloads(tmp_path, name):
+    """Recipes' file names are checked when loading; the downloader refuses them again."""
+    src = tmp_path / "served.tar.gz"
+    src.write_bytes(DATA)
+    with pytest.raises(FetchError):
+        fetch_source(source(f"file://{src}", file=name), config(tmp_path))
+    assert not (tmp_path / "cache" / "escaped.tar.gz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "served.tar.gz"] or \
+        sorted(p.name for p in tmp_path.iterdir()) == ["served.tar.gz"]
+
+
+def test_a_partial_folder_that_is_a_link_is_refused(tmp_path):
+    src = tmp_path / "served.tar.gz"
+    src.write_bytes(DATA)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cache" / "downloads").mkdir(parents=True)
+    os.symlink(elsewhere, tmp_path / "cache" / "downloads" / ".partial")
+    with pytest.raises(FetchError) as info:
+        fetch_source(source(f"file://{src}"), config(tmp_path))
+    assert "leads outside" in info.value.message
+    assert list(elsewhere.iterdir()) == []

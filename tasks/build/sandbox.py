@@ -1,17 +1,25 @@
-"""bubblewrap sandboxes with overlayfs views of prefixes.
+"""bubblewrap sandboxes with overlayfs views of prefixes: the boundary of every build,
+smoke test and upstream test suite (docs/security.md).
 
-A build sees:
+A sandboxed step sees:
   /                  an empty, read-only tmpfs
-  /usr /etc /bin ... the host's, read-only (stage-0 toolchain builds need host tools)
+  /usr /bin /lib...  the host's, read-only (stage-0 toolchain builds need host tools)
+  /etc               generated passwd, group, hosts, nsswitch.conf and a few read-only
+                     host entries the toolchain needs (alternatives, ld.so.cache); never
+                     the host's shadow, ssh keys or configuration
   <its prefix>       writable overlay: lower = the outputs of its dependencies,
                      upper = a fresh folder that becomes the component's output
   <used prefixes>    read-only overlays of the distributions it uses
   /dappdeps/src, /dappdeps/build   writable; /tmp is a private tmpfs
-and no network unless the recipe asks for it.
+and runs as uid 0 of a user namespace (uid 0 outside, so outputs are owned by root) with
+every capability dropped, no nested user namespaces, its own pid/ipc/uts/cgroup/network
+namespaces (network only if the recipe asks) and a new session. So it cannot mount,
+remount, mknod, ptrace or signal host processes, load modules, write /proc/sys, or write
+anywhere but its upper folder, its build folders and /tmp.
 
-overlayfs needs a private mount namespace: `unshare -m` runs a short shell
-script that mounts the overlays and then execs bwrap, which binds them at
-their absolute prefix paths. Everything disappears when the process ends.
+overlayfs needs a private mount namespace and real root: `unshare -m` runs a short shell
+script that mounts the overlays, then execs bwrap, which binds them at their absolute
+prefix paths. Everything disappears when the process ends.
 """
 import ctypes
 import os
@@ -22,7 +30,20 @@ from pathlib import Path
 
 from tasks.model.component import BUILD, HOME, SRC  # noqa: F401 - the sandbox's layout
 
-HOST_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt")
+HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Host /etc entries a build needs: the alternatives symlinks (awk, cc, yacc, which) and
+# the dynamic linker's cache. Nothing else of /etc: no shadow, no keys, no config.
+HOST_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d")
+# ...and, for a recipe that declares `network: true`, name resolution and CA certificates.
+HOST_ETC_NETWORK = ("resolv.conf", "ssl", "ca-certificates", "protocols", "services", "gai.conf")
+GENERATED_ETC = {
+    "passwd": "root:x:0:0:root:/dappdeps/home:/bin/bash\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": "root:x:0:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost dappdeps\n::1 localhost ip6-localhost ip6-loopback\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+                     "networks: files\nprotocols: files\nservices: files\n",
+}
 
 # Redirects and metacopy would make the captured upper folder depend on kernel
 # features; without them a rename of a lower folder falls back to copying.
@@ -64,13 +85,22 @@ def _escape(path):
     return str(path).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def host_binds():
+def host_binds(scratch, network):
     args = []
     for name in HOST_DIRS:
         path = Path("/") / name
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    etc = Path(scratch) / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    for name, text in GENERATED_ETC.items():
+        (etc / name).write_text(text)
+        args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    for name in HOST_ETC + (HOST_ETC_NETWORK if network else ()):
+        path = Path("/etc") / name
+        if os.path.lexists(path):
             args += ["--ro-bind", str(path), str(path)]
     return args
 
@@ -84,20 +114,29 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
     binds:    extra read-only files [(host_path, sandbox_path)]
     scratch:  a host folder for mount points and the empty lower layer
     base:     folder the mount script runs in; overlay paths are made relative to it
-    host:     bind the host's /usr, /etc, ... read-only (False: an empty root, like
-              a FROM-scratch container with only the prefixes mounted)
+    host:     bind the host's /usr, /bin, /lib... read-only and a generated /etc (False:
+              an empty root, like a FROM-scratch container with only the prefixes mounted)
     """
     scratch = Path(scratch)
     empty = scratch / "empty"
     empty.mkdir(parents=True, exist_ok=True)
     lines = ["set -e", f"cd {shlex.quote(str(base))}"]
-    bw = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+    bw = ["bwrap",
+          # uid 0 inside is uid 0 outside (outputs owned by root), but with no capability:
+          # no mount/remount, mknod, ptrace, module loading, DAC override
+          "--unshare-user", "--uid", "0", "--gid", "0", "--cap-drop", "ALL",
+          # a nested user namespace would hand the step all capabilities again
+          "--disable-userns",
+          "--new-session", "--die-with-parent",
+          "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
           "--hostname", "dappdeps", "--tmpfs", "/"]
     if not network:
         bw.append("--unshare-net")
     if host:
-        bw += host_binds()
-    bw += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        bw += host_binds(scratch, network)
+    # /proc/sys: the kernel checks its writes against uid 0, not capabilities
+    bw += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
+           "--tmpfs", "/tmp"]
     for i, (overlay, target, writable) in enumerate(overlays):
         overlay.mountpoint.mkdir(parents=True, exist_ok=True)
         lines.append(overlay.shell(empty, base))
@@ -107,6 +146,8 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
     for host, target in binds:
         bw += ["--ro-bind", str(host), target]
     bw += ["--remount-ro", "/", "--chdir", chdir, "--clearenv"]
+    # only uid/gid 0 exist in the namespace: a tar run inside must not try to chown
+    env = dict({"TAR_OPTIONS": "--no-same-owner"}, **env)
     for key, value in env.items():
         bw += ["--setenv", key, value]
     bw += list(argv)

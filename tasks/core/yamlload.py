@@ -62,8 +62,7 @@ class _Loader(yaml.SafeLoader):
                 raise _Refused("has a key that cannot be used as a key", key_node.start_mark) from None
             if first != line:
                 raise _Refused(f"key '{cut(str(key), 60)}' is given twice (lines {first} and "
-                               f"{line}); remove one, a later value would silently win",
-                               key_node.start_mark)
+                               f"{line}); remove one (the later value would silently win)")
         return super().construct_mapping(node, deep=deep)
 
 

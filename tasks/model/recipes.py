@@ -59,7 +59,7 @@ RECIPE = Schema({
     "license": Field(str, required=True, expect="an SPDX expression, e.g. GPL-3.0-or-later"),
     "license_files": Field(list, default=list, item=Field(str, check=pattern_check)),
     "sources": Field(list, required=True, item=Field(SOURCE), expect="a list of sources"),
-    "patches": Field(list, default=list, item=Field(str, check=lambda v: relative_path_check(v)
+    "patches": Field(list, default=list, item=Field(str, check=lambda v: relative_path_check(v, inside="recipes/")
                                                     if v else "is empty; expected a patch file.")),
     "depends": Field(list, default=list, item=Field(str, check=name_check)),
     "replaces": Field(list, default=list, item=Field(str, check=name_check)),

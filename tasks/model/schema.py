@@ -160,7 +160,7 @@ def file_name_check(value):
     return None
 
 
-def relative_path_check(value, pattern=False):
+def relative_path_check(value, pattern=False, inside="the source tree"):
     """A relative, normalised path inside a folder ('' is the folder itself): parts are
     plain file names (or, with pattern, glob patterns), never '.', '..' or empty."""
     if value == "" and not pattern:
@@ -170,7 +170,7 @@ def relative_path_check(value, pattern=False):
         bad = part in ("", ".", "..") or not (PATTERN_RE if pattern else FILE_RE).match(part)
         if bad or len(value) > 400:
             what = "pattern" if pattern else "path"
-            return (f"'{cut(value)}' is not a relative {what} inside the source tree: "
+            return (f"'{cut(value)}' is not a relative {what} inside {inside}: "
                     "parts separated by single '/', no leading '/', no '.' or '..' parts, "
                     "each made of letters, digits and . _ + ~ -"
                     + (" and the patterns * ? [ ]" if pattern else "") + ".")

@@ -25,6 +25,8 @@ HOST_ETC = Path("/etc/apt")
 
 # apt's own rule for which files in sources.list.d count (editor backups etc. do not).
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
+# Debian policy 5.6.1: source package names (the part after `debian:`)
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 _ONE_LINE = re.compile(r"^(deb|deb-src)\s+(\[[^\]]*\]\s+)?(\S.*)$")
 
 
@@ -267,7 +269,13 @@ def _apt_problems(stderr):
 def resolve(package, alt, cfg):
     """The URL of alt.file in Debian's source archive, after checking that apt's sha256
     for it is the one the recipe pins (no point downloading a file known to differ)."""
-    apt = PrivateApt(Path(cfg.cache) / "apt", cfg.download.get("apt_refresh_hours", 24.0),
+    if not PACKAGE.match(package):
+        # checked when loading too (tasks/model/recipes.py); never an apt option
+        raise FetchError(f"'{package[:80]}' is not a Debian source package name")
+    root = Path(cfg.cache) / "apt"
+    if root.is_symlink():
+        raise FetchError(f"refusing to use {root}: it is a link (apt's state stays in the cache)")
+    apt = PrivateApt(root, cfg.download.get("apt_refresh_hours", 24.0),
                      cfg.download.get("retries", 3))
     try:
         url, size, sha = apt.locate(package, alt.file)

@@ -43,12 +43,25 @@ def downloads_dir(cfg):
     return Path(cfg.cache) / "downloads"
 
 
+def in_downloads(cfg, file, sub="", suffix=""):
+    """downloads/[sub/]<file><suffix>, refused unless it stays in that folder once resolved.
+    Recipes' file names are checked when loading (plain names); this is the second line."""
+    base = downloads_dir(cfg)
+    if not file or file in (".", "..") or "/" in file or "\0" in file or file.startswith("."):
+        raise FetchError(f"refusing the file name {file!r}: not a plain file name")
+    folder = base / sub if sub else base
+    path = folder / f"{file}{suffix}"
+    if folder.exists() and folder.resolve() != (base.resolve() / sub if sub else base.resolve()):
+        raise FetchError(f"refusing to use {folder}: it leads outside {base} (a link?)")
+    return path
+
+
 def _record_path(cfg, file):
-    return downloads_dir(cfg) / ".verified" / f"{file}.json"
+    return in_downloads(cfg, file, ".verified", ".json")
 
 
 def partial_path(cfg, file):
-    return downloads_dir(cfg) / ".partial" / f"{file}.part"
+    return in_downloads(cfg, file, ".partial", ".part")
 
 
 def sha256_of(path):
@@ -74,13 +87,13 @@ def _write_record(cfg, path, sha256):
 
 
 def _forget(cfg, file):
-    (downloads_dir(cfg) / file).unlink(missing_ok=True)
+    in_downloads(cfg, file).unlink(missing_ok=True)
     _record_path(cfg, file).unlink(missing_ok=True)
 
 
 def is_verified(cfg, alt):
     """True if downloads/<alt.file> holds alt's content; removes it if it provably does not."""
-    path = downloads_dir(cfg) / alt.file
+    path = in_downloads(cfg, alt.file)
     try:
         st = os.stat(path)
     except OSError:
@@ -114,7 +127,7 @@ def cached(source, cfg):
     """The verified cached file of the first alternative that has one, else None. Cheap."""
     for alt in source.alternatives:
         if is_verified(cfg, alt):
-            return FetchResult(alt, downloads_dir(cfg) / alt.file, "cache")
+            return FetchResult(alt, in_downloads(cfg, alt.file), "cache")
     return None
 
 
@@ -153,7 +166,7 @@ def fetch_source(source, cfg, progress=None):
                 with _file_lock(cfg, alt.file):
                     # A parallel task may have fetched the same file while we waited.
                     if is_verified(cfg, alt):
-                        return FetchResult(alt, downloads_dir(cfg) / alt.file, "cache")
+                        return FetchResult(alt, in_downloads(cfg, alt.file), "cache")
                     if location.startswith("debian:"):
                         from tasks.sources.debian import resolve
                         url = resolve(location[len("debian:"):], alt, cfg)
@@ -214,7 +227,7 @@ def download(url, alt, cfg, progress=None):
         raise FetchError(f"sha256 mismatch for {alt.file} from {url}: expected {alt.sha256}, "
                          f"got {actual}; the download was discarded (the recipe's pin or the "
                          f"server's file is wrong)")
-    dest = downloads_dir(cfg) / alt.file
+    dest = in_downloads(cfg, alt.file)
     os.replace(part, dest)
     _write_record(cfg, dest, alt.sha256)
     return dest

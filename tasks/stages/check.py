@@ -20,6 +20,7 @@ import time
 
 from tasks.core import files
 from tasks.core import canonical
+from tasks.core import code
 from tasks.build import manifest
 from tasks.build import sandbox
 from tasks.model.project import project
@@ -106,7 +107,9 @@ def check_stamp(cfg, dist_name):
             files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return Stamp(cfg.cache / "checks" / f"{dist_name}.stamp.json",
                  {"distributions": digests, "smoke": smoke_tests(cfg, dist_name), "files": files,
-                  "check": CHECK_VERSION})
+                  "check": CHECK_VERSION,
+                  # a changed audit (or ELF reader) audits again: staleness from content
+                  "audit": code.digest("tasks.verify.audit", "tasks.core.elf")})
 
 
 def check(cfg, dist_name):

@@ -1,0 +1,122 @@
+"""Escape attempts from inside a build step (docs/security.md): a real fixture build whose
+script tries each one and records whether it worked; the host side checks that nothing
+outside the sandbox changed. Plus: a build that writes a host path fails, clearly, and
+is not counted as done."""
+import http.server
+import os
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import run_doit
+from fixtures import FixtureProject
+
+MARK = f"dappdeps-escape-{uuid.uuid4().hex[:8]}"
+
+# name -> shell that must FAIL inside the sandbox
+PROBES = {
+    "remount /usr read-write": "mount -o remount,bind,rw /usr",
+    "mount a tmpfs": "mkdir -p /tmp/m && mount -t tmpfs x /tmp/m",
+    "mknod a device": "mknod /tmp/nod c 1 3",
+    "mknod in the prefix": "mknod $PREFIX/nod c 1 3",
+    "read /etc/shadow": "cat /etc/shadow",
+    "read the host root home": "ls /root/",
+    "write into /usr": f"touch /usr/{MARK}",
+    "write /": f"touch /{MARK}",
+    "write /etc/passwd": "echo 'x:x:0:0::/:/bin/sh' >> /etc/passwd",
+    "write /proc/sys": "v=$(cat /proc/sys/vm/overcommit_memory) && echo $v > /proc/sys/vm/overcommit_memory",
+    "kill a host process": "kill -9 $HOSTPID",
+    "ptrace a host process": "python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); "
+                             "sys.exit(0 if libc.ptrace(16, int(sys.argv[1]), 0, 0) == 0 else 1)' $HOSTPID",
+    "load a kernel module": "python3 -c 'import ctypes,sys; libc=ctypes.CDLL(None); "
+                            "sys.exit(0 if libc.syscall(175, None, 0, b\"\") == 0 else 1)'",
+    "a nested user namespace": "unshare -Ur true",
+    "a new mount namespace": "unshare -m true",
+    "chroot": "chroot / true",
+    "set the hostname": "hostname evil",
+    "HTTP to 127.0.0.1 of the host": "python3 -c 'import urllib.request,os; urllib.request.urlopen("
+                                    "\"http://127.0.0.1:%s/\" % os.environ[\"HTTPPORT\"], timeout=3)'",
+}
+
+
+class Counter(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    hits = 0
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("escape")
+    server = Counter(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    victim = subprocess.Popen(["sleep", "600"])
+    overcommit = Path("/proc/sys/vm/overcommit_memory").read_text()
+    lines = ['mkdir -p "$PREFIX"', ': > "$PREFIX/probes.txt"']
+    for name, probe in PROBES.items():
+        lines.append(f"if ( {probe} ) >/dev/null 2>&1; then echo 'ESCAPE {name}'; "
+                     f"else echo 'BLOCKED {name}'; fi >> \"$PREFIX/probes.txt\"")
+    proj = FixtureProject(root / "proj")
+    proj.add_package("prober", "1.0", {"README": "probes\n"}, build="script",
+                     script="\n".join(lines) + "\n",
+                     environment={"HOSTPID": str(victim.pid),
+                                  "HTTPPORT": str(server.server_address[1])})
+    proj.add_distribution("esc", ["prober"])
+    config = proj.write_config()
+    try:
+        run = run_doit(config, "build:esc/prober", check=True)
+        alive = victim.poll() is None
+    finally:
+        victim.kill()
+        server.shutdown()
+    probes = (proj.cache / "stage/esc/prober/tree/probes.txt").read_text().splitlines()
+    return {"run": run, "probes": dict(line.split(" ", 1)[::-1] for line in probes),
+            "alive": alive, "hits": server.hits, "overcommit": overcommit}
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_escape_attempt_is_blocked(probed, name):
+    assert probed["probes"].get(name) == "BLOCKED", (name, probed["probes"])
+
+
+def test_the_host_saw_nothing(probed):
+    assert probed["alive"], "the host process was killed from inside the sandbox"
+    assert probed["hits"] == 0, "the sandbox reached a server on the host's 127.0.0.1"
+    assert not Path(f"/usr/{MARK}").exists() and not Path(f"/{MARK}").exists()
+    assert Path("/proc/sys/vm/overcommit_memory").read_text() == probed["overcommit"]
+    assert "x:x:0:0" not in Path("/etc/passwd").read_text()
+
+
+def test_the_probes_can_see_an_escape(tmp_path):
+    """The same probe, run on the host (no sandbox), does succeed: the probes are not
+    blocked by a typo."""
+    proc = subprocess.run(["bash", "-c", PROBES["read /etc/shadow"]], capture_output=True)
+    assert proc.returncode == 0
+    proc = subprocess.run(["bash", "-c", f"touch {tmp_path}/x && mknod {tmp_path}/nod c 1 3"])
+    assert proc.returncode == 0 and os.path.exists(tmp_path / "nod")
+
+
+def test_a_build_writing_a_host_path_fails_and_is_not_done(tmp_path):
+    proj = FixtureProject(tmp_path / "proj")
+    proj.add_package("writer", "1.0", {"README": "x\n"}, build="script",
+                     script=f"mkdir -p $PREFIX/bin\necho evil > /usr/local/{MARK}\n")
+    proj.add_distribution("esc", ["writer"])
+    config = proj.write_config()
+    run = run_doit(config, "build:esc/writer")
+    assert run.returncode != 0
+    assert "Read-only file system" in run.text and "writer.log" in run.text, run.text[-2000:]
+    assert not Path(f"/usr/local/{MARK}").exists()
+    assert not (proj.cache / "stage/esc/writer/key.json").exists()
