@@ -76,6 +76,7 @@ def publish(comp, upper, entries, started, fetched):
 def replace(comp, new):
     """Swap the complete output folder `new` in as the component's stage (renames)."""
     stage_dir = comp.stage_dir
+    files.syncfs(new)
     old = scratch(comp, "old")
     if stage_dir.exists():
         os.rename(stage_dir, old)
