@@ -32,6 +32,10 @@ def build(comp, reason):
         status = run_sandboxed(comp)
         if status != 0:
             return _failure(comp, status)
+        dropped = manifest.drop_privileges(comp.work_dir / "upper", comp.dist.setuid)
+        if dropped:
+            files.append(comp.log_path, "# setuid/setgid bits dropped (not in the "
+                         f"distribution's setuid list): {', '.join(dropped)}")
         entries = manifest.scan_tree(comp.work_dir / "upper")
         check_overwrites(comp, entries)
         digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)

@@ -50,6 +50,8 @@ def component_key(comp, fetched=None):
         "patches": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in comp.recipe.patches},
         "depends": deps,
         "uses": uses,
+        # which files keep setuid/setgid bits when captured
+        "setuid": sorted(comp.dist.setuid),
         "engine": engine_digest(),
     }
     return Stamp(comp.stamp_path, inputs)

@@ -92,3 +92,33 @@ def _drop(merged, path):
     prefix = path + "/"
     for key in [k for k in merged if k == path or k.startswith(prefix)]:
         del merged[key]
+
+
+PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+def privileged(entries, allowed=()):
+    """Paths of files or folders with a setuid/setgid bit that `allowed` does not name
+    (the distribution's `setuid:` list in config.yaml)."""
+    allowed = set(allowed)
+    return [e["path"] for e in entries
+            if e.get("mode", 0) & PRIVILEGE_BITS and e["path"] not in allowed]
+
+
+def drop_privileges(root, allowed=()):
+    """Clear setuid/setgid bits in a captured tree, except on the allowed paths (a build
+    runs as uid 0, so `chmod u+s` or `install -m 4755` makes real setuid-root files).
+    Returns the paths changed."""
+    root = Path(root)
+    allowed = set(allowed)
+    changed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, root)
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & PRIVILEGE_BITS or rel in allowed:
+                continue
+            os.chmod(full, stat.S_IMODE(st.st_mode) & ~PRIVILEGE_BITS)
+            changed.append(rel)
+    return sorted(changed)

@@ -20,6 +20,14 @@ from tasks.model.schema import (Field, Schema, apply_environment, dist_version_c
                                 optional_name_check, prefix_root_check, repository_check)
 
 
+def setuid_path_check(value):
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts) or len(value) > 200:
+        return (f"'{cut(value)}' is not a prefix-relative path: write e.g. bin/sudo "
+                "(no leading /, no . or .. parts).")
+    return None
+
+
 def _mirror_check(value):
     if value.startswith("debian:"):
         return f"'{cut(value)}' is not a mirror: use an https://, http:// or file:// URL prefix."
@@ -42,6 +50,10 @@ DISTRIBUTION = Schema({
     "description": Field(str, default=""),
     "components": Field(list, required=True, item=Field(str, check=name_check),
                         expect="a list of recipe names"),
+    # files that may keep a setuid/setgid bit (prefix-relative paths); every other one
+    # loses it when captured, and an image or a pulled output holding one is refused
+    "setuid": Field(list, default=list, item=Field(str, check=lambda v: setuid_path_check(v)),
+                    expect="a list of prefix-relative paths, e.g. [bin/sudo]"),
     "uses": Field(list, default=list, item=Field(str, check=name_check),
                   expect="a list of other distributions needed at build and run time"),
     "toolchain": Field(str, default="", check=optional_name_check,
@@ -144,6 +156,7 @@ class Distribution:
     images: dict                 # image name -> {"repository", "include", "exclude", "strip"}
     description: str = ""
     runtime_image: str = ""      # the image mounted by users of distributions using this one
+    setuid: tuple = ()           # paths allowed to keep setuid/setgid bits
 
 
 @dataclass
@@ -383,7 +396,7 @@ def _distribution(name, dist, raw, recipes, prefix_root, path):
         name=name, version=dist["version"], prefix=f"{prefix_root.rstrip('/')}/{name}/{dist['version']}",
         components=tuple(topological(graph)), uses=tuple(dist["uses"]), toolchain=dist["toolchain"],
         default=dist["default"], images=images, description=dist["description"],
-        runtime_image=runtime)
+        runtime_image=runtime, setuid=tuple(dist["setuid"]))
 
 
 def _sources(recipes, dists):

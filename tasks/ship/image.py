@@ -27,6 +27,7 @@ import re
 import time
 from pathlib import Path
 
+from tasks.build.manifest import privileged
 from tasks.core.errors import UserError
 from tasks.core.files import write_atomic
 from tasks.ship.select import dangling_links, select
@@ -34,7 +35,6 @@ from tasks.ship.strip import Stripper
 from tasks.ship.tarwriter import BLOCK, DIR, FILE, FdSink, TarStream, tar_header, write_all
 
 # Bump when the exported bytes change for the same inputs: every image is exported again.
-EXPORTER_VERSION = "1"
 
 LABEL_PREFIX = "io.dappdeps"    # io.dappdeps.component.<name> = <version>, ...
 
@@ -128,7 +128,7 @@ def normalized_name(repository, tag):
 # ---- export ------------------------------------------------------------------------
 def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("**",),
                  exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True,
-                 strip=False):
+                 strip=False, setuid=()):
     """Write out_tar (docker-archive + OCI layout) and, next to it, <stem>.json and
     <stem>.digest. Returns the result dict (also the content of <stem>.json).
 
@@ -139,6 +139,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     labels         extra (or overriding) image labels, e.g. org.opencontainers.image.source
     title          org.opencontainers.image.title (default: last part of repository)
     fsync          flush the tar to disk before renaming it into place (crash safety)
+    setuid         paths allowed to ship with a setuid/setgid bit; any other such file
+                   fails the export (the distribution's `setuid:` list)
     strip          ship `strip --strip-unneeded` copies of the host-architecture ELF
                    executables and shared libraries (the stage keeps the originals); the
                    image task passes the image's `strip` option (default true there)
@@ -158,6 +160,13 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
         raise UserError(f"image {repository}:{tag} would hold no file: the include patterns "
                         f"{list(include)} minus the exclude patterns {list(exclude)} select "
                         f"nothing of distribution '{doc['distribution']}'.")
+    unwanted = privileged(entries, setuid)
+    if unwanted:
+        raise UserError(f"image {repository}:{tag} would ship {len(unwanted)} setuid/setgid "
+                        f"file(s) that config.yaml does not allow: {', '.join(unwanted[:5])}.",
+                        hint=f"List them under distributions.{doc['distribution']}.setuid to "
+                        "ship them so (docs/security.md says when that is sane), or rebuild: "
+                        "a build drops the bits of files not in that list.")
     all_labels = image_labels(doc, entries, title or repository.rsplit("/", 1)[-1])
     all_labels["org.opencontainers.image.created"] = rfc3339(epoch)
     all_labels.update({k: str(v) for k, v in (labels or {}).items() if v is not None})

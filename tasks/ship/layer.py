@@ -137,6 +137,10 @@ def verify_output(folder, comp, manifest_digest):
                         ("prefix", comp.dist.prefix), ("version", comp.recipe.version)):
         if doc.get(name) != value:
             raise registry.Corrupt(f"manifest.json {name} is {doc.get(name)!r}, not {value!r}")
+    unwanted = manifest.privileged(doc.get("entries") or [], comp.dist.setuid)
+    if unwanted:
+        raise registry.Corrupt(f"it holds setuid/setgid files the distribution does not "
+                               f"allow ({', '.join(unwanted[:3])})")
     entries = manifest.scan_tree(folder / "tree")
     if entries != doc.get("entries"):
         listed = {e["path"]: e for e in doc.get("entries") or []}

@@ -21,7 +21,8 @@ from tasks.core import canonical
 from tasks.build import manifest
 from tasks.core.errors import UserError
 from tasks.model.project import project
-from tasks.stages.check import CHECK_VERSION, expand, smoke_environment, smoke_tests
+from tasks.core import code
+from tasks.stages.check import CHECK_MODULES, expand, smoke_environment, smoke_tests
 from tasks.stages.load import engine_client
 from tasks.model.stamp import REASONS, Stamp
 
@@ -77,7 +78,9 @@ def stamp(cfg, dist_name, client):
     bases = list(cfg.data["checks"]["images"])
     return Stamp(cfg.cache / "checks" / f"{dist_name}.images.stamp.json",
                  {"mounted": _image_ids(client, mounted), "bases": _image_ids(client, bases),
-                  "smoke": smoke_tests(cfg, dist_name), "check": CHECK_VERSION})
+                  "smoke": smoke_tests(cfg, dist_name),
+                  "check": code.digest(*CHECK_MODULES, "tasks.stages.check_images",
+                                       "tasks.ship.engine")})
 
 
 def is_current(cfg, dist_name):

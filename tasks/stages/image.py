@@ -11,7 +11,8 @@ config.yaml, all optional (engine: is a mapping of strings):
 """
 import hashlib
 
-from tasks.ship.image import EXPORTER_VERSION, image_paths, read_result
+from tasks.core import code
+from tasks.ship.image import image_paths, read_result
 from tasks.ship.strip import strip_version
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
@@ -45,7 +46,10 @@ def image_stamp(cfg, dist, name, spec):
         "exclude": list(spec["exclude"]),
         "epoch": cfg.source_date_epoch,
         "labels": _labels(cfg, dist),
-        "exporter": EXPORTER_VERSION,
+        # the code that writes the bytes of the image
+        "exporter": code.digest("tasks.ship.image", "tasks.ship.tarwriter", "tasks.ship.select",
+                                "tasks.ship.strip", "tasks.build.manifest"),
+        "setuid": sorted(dist.setuid),
         # another binutils may strip differently: its version is an input too
         "strip": strip_version() if spec.get("strip", True) else False,
     })
@@ -68,7 +72,7 @@ def export(cfg, dist_name, name):
                               include=spec["include"], exclude=spec["exclude"],
                               source_date_epoch=cfg.source_date_epoch,
                               labels=_labels(cfg, dist), title=name,
-                              strip=spec.get("strip", True))
+                              strip=spec.get("strip", True), setuid=dist.setuid)
     except UserError as exc:
         return TaskFailed(exc.render())
     stamp.write(digest=result["digest"], id=result["id"])

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+from tasks.core import code
 from tasks.core.canonical import digest_of
 from tasks.core.errors import UserError
 from tasks.core.files import sha256_file, write_atomic
@@ -20,7 +21,6 @@ from tasks.ship.legal_info import image_components, legal_paths, write_legal_fol
 from tasks.ship.sbom import SBOM_SPEC, build_sbom, validate_sbom
 
 # Bump when the files written here change for the same inputs.
-LEGAL_VERSION = "1"
 
 
 def _images(cfg):
@@ -102,7 +102,7 @@ def legal_stamp(cfg, dist, name, spec):
     return Stamp(legal_paths(cfg.cache, name, dist.version)["stamp"], {
         "image": result.get("digest"), "manifest": manifest_digest,
         "include": list(spec["include"]), "exclude": list(spec["exclude"]),
-        "recipes": recipes, "epoch": cfg.source_date_epoch, "legal": LEGAL_VERSION})
+        "recipes": recipes, "epoch": cfg.source_date_epoch, "legal": code.digest("tasks.ship.sbom", "tasks.ship.licenses", "tasks.ship.legal_info")})
 
 
 def _legal_current(cfg, dist_name, name):

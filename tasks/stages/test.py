@@ -24,7 +24,7 @@ from doit.exceptions import TaskFailed
 
 from tasks.build import builder
 from tasks.build.key import component_key
-from tasks.core import canonical, files
+from tasks.core import canonical, code, files
 from tasks.core.errors import UserError
 from tasks.core.log import duration, say
 from tasks.model.stamp import REASONS, Stamp
@@ -35,7 +35,6 @@ from tasks.verify.upstream import (log_path, record_failure, result_path, same_o
 
 # Bump when how a suite is run or judged changes: every result is redone once.
 # 2: the suite sees the whole distribution at $PREFIX.
-TEST_VERSION = "2"
 
 
 def task_name(comp):
@@ -46,7 +45,9 @@ def test_stamp(comp):
     """Key of a test result: the component's build key and how its suite is run."""
     return Stamp(result_path(comp.cfg, comp.dist.name, comp.name), {
         "build": component_key(comp).key, "test": comp.recipe["test"],
-        "directory": test_dir(comp.recipe), "version": TEST_VERSION})
+        "directory": test_dir(comp.recipe), "version": code.digest("tasks.stages.test", "tasks.verify.upstream",
+                                                        "tasks.verify.suite_counts", "tasks.build.sandbox",
+                                                        "tasks.build.builder")})
 
 
 def _why(stamp):
