@@ -5,8 +5,11 @@ make_stage()      a fake cache/stage/<dist>/<component>/tree + merged manifest, 
 static_programs() a static C program (gcc -static) and Debian's static busybox
 rootfs_image()    a one-layer docker-archive from a dict of files (no daemon involved):
                   a busybox image from busybox-static, and an empty `scratch` image
-engine()          a docker SDK client, or a clean pytest skip ONLY when no engine socket
-                  exists at all (a socket that does not answer is a failure)
+ENGINES, engine() the engines the tests run against, both in CI: Podman's Docker API and a
+                  private dockerd (.ci/podman.sh, .ci/docker.sh, both started by ./setup);
+                  engine(name) is a docker SDK client of one of them. An engine that does
+                  not answer is started once by its .ci script (as root), else the test
+                  FAILS telling to run ./setup: no skip hides a missing engine.
 """
 import hashlib
 import io
@@ -217,15 +220,46 @@ def busybox_files():
 
 
 # ---- engine access -----------------------------------------------------------------
-def engine():
-    """A docker SDK client of the engine the product would use; skip only without socket."""
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# name -> (address, the script that starts it); DAPPDEPS_TEST_<NAME>_HOST overrides an address
+ENGINES = {
+    "podman": ("unix:///run/podman/podman.sock", ".ci/podman.sh"),
+    "docker": ("unix:///run/dappdeps-docker/docker.sock", ".ci/docker.sh"),
+}
+ENGINE_NAMES = tuple(ENGINES)
+_STARTED = set()
+
+
+def engine_host(name):
+    return os.environ.get(f"DAPPDEPS_TEST_{name.upper()}_HOST") or ENGINES[name][0]
+
+
+def _ping(address):
     from tasks.ship import engine as eng
-    where = eng.engine_address()
-    if where is None:
-        pytest.skip("no container engine socket (DOCKER_HOST unset, no default socket); "
-                    "run bash .ci/podman.sh")
-    client = eng.connect(required=True)
+    return eng.connect_to(eng.Target(name="test", address=address, origin="test"))
+
+
+def engine(name="podman"):
+    """A docker SDK client of engine `name` (ENGINES); never a skip: an engine that does not
+    answer is started once with its .ci script (root only), else the test fails."""
+    address = engine_host(name)
+    client = _ping(address)
+    if client is None and name not in _STARTED and os.geteuid() == 0 \
+            and address == ENGINES[name][0]:
+        _STARTED.add(name)
+        subprocess.run(["bash", str(REPO_ROOT / ENGINES[name][1])], capture_output=True,
+                       text=True, timeout=900)
+        client = _ping(address)
+    if client is None:
+        pytest.fail(f"the {name} engine does not answer on {address}: run ./setup (it starts "
+                    f"Podman's API and a private dockerd; or bash {ENGINES[name][1]}).",
+                    pytrace=False)
     return client
+
+
+def engine_config(*names):
+    """config.yaml `engines:` for these test engines."""
+    return [{"name": n, "host": engine_host(n)} for n in names]
 
 
 def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None):

@@ -4,7 +4,6 @@ headless Chromium when installed), and the SBOM + license texts of the legal sta
 
 DOCKER_HOST points at a socket that does not exist, so load:<image> prints its "no engine"
 notice instead of loading test images into the machine's engine."""
-import importlib.util
 import io
 import json
 import os
@@ -27,9 +26,6 @@ from fixtures import HELLO, LIBGREET, FixtureProject, wait_for
 from tasks.nightly.outcome import EXIT_FAILED, EXIT_LOCKED, EXIT_OK
 from tasks.report import runs, schema
 
-# end-to-end runs need the fetch stage (tasks/download.py)
-needs_pipeline = pytest.mark.skipif(importlib.util.find_spec("tasks.sources.download") is None,
-                                    reason="the fetch stage (tasks/download.py) is missing")
 
 NIGHTLY = REPO / "bin" / "nightly"
 NO_ENGINE = "unix:///nonexistent/dappdeps-test-engine.sock"
@@ -149,7 +145,6 @@ def screenshot(html_path, png, width=1100, height=1400):
 
 
 # ---- end to end ----------------------------------------------------------------------------
-@needs_pipeline
 def test_nightly_builds_reports_sbom_then_nothing_to_rebuild(tmp_path):
     proj = licensed_project(tmp_path, reports={"keep": 2})
     config = proj.root / "config.yaml"
@@ -241,7 +236,6 @@ def test_nightly_builds_reports_sbom_then_nothing_to_rebuild(tmp_path):
     assert f"{run_dir3.name}/report.html" in index.urls and run_dir.name not in " ".join(index.urls)
 
 
-@needs_pipeline
 def test_failing_component_others_still_built(tmp_path):
     proj = FixtureProject(tmp_path)
     proj.add_package("libgreet", "1.0", LIBGREET, build="script",
@@ -280,7 +274,6 @@ def test_failing_component_others_still_built(tmp_path):
     assert "../../logs/demo/libgreet.log" in page.urls
 
 
-@needs_pipeline
 def test_overlapping_runs_lock_and_sigterm(tmp_path):
     proj = FixtureProject(tmp_path)
     proj.add_package("libgreet", "1.0", LIBGREET)

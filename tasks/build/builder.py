@@ -4,6 +4,7 @@ Everything happens in cache/work/<dist>/<component>/ (wiped at the start of ever
 build). Only after the build succeeded is the captured output published into
 cache/stage/<dist>/<component>/ (tasks/build/stagedir.py) and the key written last.
 """
+import errno
 import re
 import shutil
 import time
@@ -13,7 +14,7 @@ from doit.exceptions import TaskFailed
 from tasks.build import manifest, sandbox, stagedir
 from tasks.build.key import component_key
 from tasks.core import canonical, files
-from tasks.core.errors import UserError
+from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, say
 from tasks.sources.download import cached
 from tasks.sources.unpack import unpack
@@ -32,21 +33,52 @@ def build(comp, reason):
         status = run_sandboxed(comp)
         if status != 0:
             return _failure(comp, status)
-        dropped = manifest.drop_privileges(comp.work_dir / "upper", comp.dist.setuid)
-        if dropped:
-            files.append(comp.log_path, "# setuid/setgid bits dropped (not in the "
-                         f"distribution's setuid list): {', '.join(dropped)}")
         entries = manifest.scan_tree(comp.work_dir / "upper")
         check_overwrites(comp, entries)
         digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)
+        if sandbox.stopping():
+            # the signal came after the sandbox ended: the output is in place but does
+            # not count; the next run builds it again (the report says "interrupted")
+            raise sandbox.Interrupted("stopped by a signal before its key was written")
+        stamp.write(manifest=digest, seconds=round(time.time() - started, 1))
+    except sandbox.Interrupted as exc:
+        return TaskFailed(f"{comp.task}: interrupted: {exc}; not counted as built")
     except UserError as exc:
-        files.append(comp.log_path, exc.render())
+        if _says_disk_full(exc.message):    # sources/unpack.py words the OSError
+            return _disk_full(comp, OSError(errno.ENOSPC, "No space left on device"))
+        _log(comp, exc.render())
         return TaskFailed(f"{comp.task}: {exc.render()}\nlog: {comp.log_path}")
-    stamp.write(manifest=digest, seconds=round(time.time() - started, 1))
+    except OSError as exc:
+        if not files.is_disk_full(exc):
+            raise
+        return _disk_full(comp, exc)
     files.force_rmtree(comp.work_dir)
     say(f"{comp.task}: done in {duration(time.time() - started)}, "
         f"{sum(1 for e in entries if e['type'] == 'file')} files")
     return True
+
+
+def _says_disk_full(text):
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _log(comp, text):
+    try:
+        files.append(comp.log_path, text)
+    except OSError:
+        pass                                # a full disk: the message still says it
+
+
+def _disk_full(comp, exc):
+    """ENOSPC while unpacking, building, capturing or publishing: one paragraph naming the
+    folder and the space; the work folder goes (it only fills the disk), no key."""
+    needed = files.tree_size(comp.work_dir)
+    files.force_rmtree(comp.work_dir)
+    error = DiskFull(exc, files.existing_parent(comp.work_dir), needed,
+                     what=f"{comp.task}, writing")
+    _log(comp, error.render())
+    say(error.render())
+    return TaskFailed(f"{comp.task}: {error.render()}")
 
 
 def prepare_work(comp, work=None, log_path=None):
@@ -135,9 +167,17 @@ def _failure(comp, status):
         hint = ("\nThe build wrote (or tried to) outside its sandbox: only $PREFIX "
                 f"({comp.dist.prefix}), $SRCDIR, $BUILDDIR and /tmp are writable; /etc, $HOME, "
                 "the host and other prefixes are not. First such line:\n  " + outside[0].strip())
+    kept = f"Work folder kept for inspection: {comp.work_dir}"
+    if any(_says_disk_full(line) for line in tail):
+        error = DiskFull(OSError(errno.ENOSPC, "No space left on device"),
+                         files.existing_parent(comp.work_dir), files.tree_size(comp.work_dir),
+                         what=f"{comp.task}, a write inside its sandbox")
+        files.force_rmtree(comp.work_dir)
+        kept = f"Work folder removed (it only filled the disk): {comp.work_dir}"
+        hint += "\n" + error.render()
     message = (f"{comp.task}: build failed (exit status {status}). Last {len(tail)} lines of "
                f"{comp.log_path}:\n" + "".join("  | " + line for line in tail) + hint +
-               f"\nFull log: {comp.log_path}\nWork folder kept for inspection: {comp.work_dir}")
+               f"\nFull log: {comp.log_path}\n{kept}")
     say(message)
     return TaskFailed(message.splitlines()[0] + hint)
 

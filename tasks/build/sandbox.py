@@ -26,6 +26,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from tasks.model.component import BUILD, HOME, SRC  # noqa: F401 - the sandbox's layout
@@ -166,15 +167,65 @@ def _die_with_parent():
     os.setsid()
 
 
-def run(argv, log_path, timeout=None):
-    """Run argv with stdout+stderr appended to log_path; return the exit status."""
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
+class Interrupted(Exception):
+    """The run is stopping (SIGTERM, SIGINT, SIGHUP): no new sandbox starts, and the
+    sandbox that was killed does not count as a failed build."""
+
+
+# Every running sandbox of this process, whichever thread started it: a signal handler
+# (tasks/stages, tasks/nightly) kills them all, so doit -n N stops every build at once.
+_RUNNING = {}
+_RUNNING_LOCK = threading.RLock()     # re-entrant: the handler may run in a holder's thread
+_STOP = threading.Event()
+
+
+def stopping():
+    """True once stop_all() ran: a finished step must not write its key any more."""
+    return _STOP.is_set()
+
+
+def stop_all():
+    """Refuse new sandboxes and kill every running one (its whole process group).
+    Safe in a signal handler. Returns the number of sandboxes killed."""
+    _STOP.set()
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING.values())
+    for proc in procs:
         try:
-            return proc.wait(timeout=timeout)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(procs)
+
+
+def running():
+    with _RUNNING_LOCK:
+        return len(_RUNNING)
+
+
+def run(argv, log_path, timeout=None):
+    """Run argv with stdout+stderr appended to log_path; return the exit status.
+    Raises Interrupted when the run is stopping (before or during the step)."""
+    with open(log_path, "ab") as log:
+        with _RUNNING_LOCK:
+            if _STOP.is_set():
+                raise Interrupted("the run is stopping")
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            _RUNNING[proc.pid] = proc
+        try:
+            status = proc.wait(timeout=timeout)
         except BaseException:
             # Ctrl-C or SIGTERM: stop the build now; a half output never counts.
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
             raise
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(proc.pid, None)
+        if _STOP.is_set():
+            raise Interrupted(f"stopped by a signal (exit status {status})")
+        return status

@@ -3,6 +3,7 @@
   tree/           what it installed, relative to the prefix
   manifest.json   one entry per path (tasks/build/manifest.py)
   build.json      how long it took, with how many jobs
+  stat.json       size and mtime of every file when it was published (build/verify.py)
   key.json        its key (tasks/build/key.py), written LAST
 
 A new output (built here or pulled from the build cache) is made complete in a
@@ -11,13 +12,11 @@ after that. A run killed at any point leaves the previous complete output or no
 key, and both make the next run redo exactly this component. Scratch names carry
 the process and thread, so two runs (or threads) never share one.
 """
-import fcntl
 import os
-import threading
 import time
 from contextlib import contextmanager
 
-from tasks.build import manifest
+from tasks.build import manifest, verify
 from tasks.core import canonical, files
 from tasks.core.log import say
 
@@ -25,8 +24,7 @@ from tasks.core.log import say
 def scratch(comp, what):
     """A fresh folder next to the stage for `what` (new, pull, ...), unique to this
     process and thread."""
-    path = comp.stage_dir.with_name(
-        f".{comp.name}.{what}-{os.getpid()}-{threading.get_ident() % 100000}")
+    path = comp.stage_dir.with_name(f".{comp.name}.{what}-{files.unique_suffix()}")
     files.force_rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -37,17 +35,17 @@ def locked(comp):
     """Hold the component's lock: two doit runs on one cache (a nightly and a developer,
     say) never build one component at once; the second waits. Yields True when it had
     to wait (the other run may have made the output meanwhile)."""
-    path = comp.stage_dir.with_name(f".{comp.name}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        waited = False
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"{comp.task}: another run is building it; waiting")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            waited = True
-        yield waited
+    with files.flocked(lock_path(comp), wait=False) as free:
+        if free is not None:
+            yield False
+            return
+    say(f"{comp.task}: another run is building it; waiting")
+    with files.flocked(lock_path(comp)):
+        yield True
+
+
+def lock_path(comp):
+    return comp.stage_dir.with_name(f".{comp.name}.lock")
 
 
 def publish(comp, upper, entries, started, fetched):
@@ -76,6 +74,8 @@ def publish(comp, upper, entries, started, fetched):
 def replace(comp, new):
     """Swap the complete output folder `new` in as the component's stage (renames)."""
     stage_dir = comp.stage_dir
+    # what the tree looks like now: a later edit of it shows (build/verify.py)
+    files.write_atomic(new / verify.STAT_FILE, canonical.dumps(verify.stat_record(new / "tree")))
     files.syncfs(new)
     old = scratch(comp, "old")
     if stage_dir.exists():

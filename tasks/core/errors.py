@@ -45,3 +45,27 @@ class FetchError(UserError):
 
 class BuildError(UserError):
     """A component's build failed; the message carries the log tail and path."""
+
+
+class DiskFull(UserError):
+    """ENOSPC/EDQUOT: which folder, how much is free, how much was needed."""
+
+    def __init__(self, exc, folder, needed=None, what="writing"):
+        # what: "writing" (then the file that failed), "build:base/sed, writing", ...
+        import shutil
+
+        from tasks.core.files import human
+        self.folder = str(folder)
+        try:
+            usage = shutil.disk_usage(folder)
+            free = f"{human(usage.free)} free of {human(usage.total)}"
+        except OSError:
+            free = "free space unknown"
+        need = f"; this step needed at least {human(needed)}" if needed else ""
+        target = getattr(exc, "filename", None)
+        super().__init__(
+            f"the disk is full ({getattr(exc, 'strerror', None) or exc}): {what}"
+            f"{' ' + str(target) if target else ''} failed. {folder} has {free}{need}.",
+            hint="Nothing was counted as done. Free space there (`doit reclaim` removes "
+                 "leftovers of earlier runs and work folders of failed builds) and run again.")
+

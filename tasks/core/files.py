@@ -3,9 +3,13 @@
 Kill-safety rests on write_atomic: the bytes reach the disk (fsync) before the
 rename that makes them visible, so a crash leaves the old file or the new one.
 """
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -58,8 +62,76 @@ def syncfs(path):
 
 
 def _thread_id():
-    import threading
     return threading.get_ident() % 100000
+
+
+def unique_suffix():
+    """`<pid>-<thread>`: part of every scratch name two runs or two threads could share;
+    leftovers.py reads the pid back to tell a live run's scratch from a dead one's."""
+    return f"{os.getpid()}-{_thread_id()}"
+
+
+def pid_alive(pid):
+    """Is process `pid` running (on this host)? A reused pid errs on the safe side."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
+@contextmanager
+def flocked(path, wait=True, on_wait=None):
+    """Hold an exclusive flock on `path` (created as needed). Yields True when it had to
+    wait for another holder (after calling on_wait()), False when it got the lock at once,
+    and None when `wait` is False and another process holds it. The kernel drops the lock when its holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            if not wait:
+                yield None
+                return
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+
+
+def is_disk_full(exc):
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def existing_parent(path):
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def tree_size(path):
+    """Bytes of the files under `path` (apparent sizes; 0 when it is gone)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human(size):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
 
 
 def sha256_file(path, bufsize=CHUNK):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.core.errors import UserError, cut
-from tasks.model.recipes import load_recipes, location_check, read_yaml
+from tasks.model.recipes import load_recipes, mirror_check, read_yaml
 from tasks.model.schema import (Field, Schema, apply_environment, dist_version_check,
                                 env_name_check, host_folder_problem, name_check,
                                 optional_name_check, prefix_root_check, repository_check)
@@ -26,12 +26,6 @@ def setuid_path_check(value):
         return (f"'{cut(value)}' is not a prefix-relative path: write e.g. bin/sudo "
                 "(no leading /, no . or .. parts).")
     return None
-
-
-def _mirror_check(value):
-    if value.startswith("debian:"):
-        return f"'{cut(value)}' is not a mirror: use an https://, http:// or file:// URL prefix."
-    return location_check(value)
 
 
 IMAGE = Schema({
@@ -132,11 +126,13 @@ CONFIG = Schema({
     "jobs": Field(int, default=lambda: os.cpu_count() or 1,
                   check=lambda v: None if v >= 1 else "must be 1 or more."),
     "source_date_epoch": Field(int, default=1700000000),
-    "mirrors": Field(list, default=list, item=Field(str, check=_mirror_check)),
+    "mirrors": Field(list, default=list, item=Field(str, check=mirror_check)),
     "download": Field(DOWNLOAD, default=dict),
     "distributions": Field(dict, required=True, item=Field(DISTRIBUTION), keys=name_check,
                            expect="a mapping of distribution name to its settings"),
     "engine": Field(dict, default=dict, item=Field(str)),
+    "engines": Field(list, default=list, expect="a list of {name, host} (docs/images.md)", item=Field(Schema({
+        "name": Field(str, required=True, check=name_check), "host": Field(str, required=True)}, "engine"))),
     "reports": Field(dict, default=dict),
     "checks": Field(CHECKS, default=dict),
     "buildcache": Field(BUILDCACHE, default=dict),

@@ -28,6 +28,13 @@ def location_check(value):
 
 
 
+def mirror_check(value):
+    """config.yaml `mirrors`: URL prefixes only."""
+    if value.startswith("debian:"):
+        return f"'{cut(value)}' is not a mirror: use an https://, http:// or file:// URL prefix."
+    return location_check(value)
+
+
 LOCATION = Field(str, check=location_check)
 
 ALTERNATIVE = Schema({

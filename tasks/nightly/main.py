@@ -45,6 +45,8 @@ from tasks.report.schema import validate
 
 REPO = Path(__file__).resolve().parents[2]
 
+SETTLE_SECONDS = 30     # after a signal: how long worker threads may take to end
+
 DEFAULTS = {"keep": 30, "lock_wait": 60.0, "parallel": 1, "log_tail": 40}
 
 
@@ -206,6 +208,13 @@ def run_locked(cfg, args, opts):
         import traceback
         traceback.print_exc()
         error = f"the pipeline could not be loaded: {exc!r}"
+    if signals.received is not None:
+        # doit stopped listening to its worker threads: wait for their (killed) builds
+        # to end, so the report says what is on disk (tasks.stages.finished)
+        from tasks.stages import settle
+        left = settle(SETTLE_SECONDS)
+        if left:
+            say(f"still running after {SETTLE_SECONDS} s, reported as interrupted: {', '.join(left)}")
     t1 = time.time()
     run = {"id": run_dir.name, "dir": run_dir, "t0": t0, "t1": t1, "seconds": t1 - t0,
            "signal": signals.name, "signum": signals.received, "error": error, "doit_rc": rc,

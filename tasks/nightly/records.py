@@ -5,6 +5,7 @@ from pathlib import Path
 
 from tasks.core.files import tail
 from tasks.model.pipeline import STAGES
+from tasks.ship.engine import read_loaded
 from tasks.ship.image import image_paths, read_result
 from tasks.ship.legal_info import image_components, legal_paths
 
@@ -34,6 +35,7 @@ def log_of(cfg, task_name):
 
 
 def task_records(cfg, reporter, interrupted, log_tail):
+    from tasks.stages import finished       # imported late: it loads the project
     root = cfg.root
     names = [n for n, r in reporter.records.items() if r["actions"]]
     for name in sorted(reporter.wanted() - set(names)):
@@ -47,7 +49,10 @@ def task_records(cfg, reporter, interrupted, log_tail):
                                              "finished": None, "error": None, "output": ""}
         status = rec["status"]
         if status == "running":
-            status = "interrupted"
+            # doit stops listening to its worker threads at a signal: ask what the action did
+            status = "ran" if finished(name) else "interrupted"
+            if status == "ran" and rec["finished"] is None:
+                rec = dict(rec, finished=rec["started"])
         elif status is None:
             status = "not-run"
         why = rec["why"]
@@ -104,10 +109,40 @@ def image_records(cfg, tasks=()):
                     "sbom": relative(legal["sbom"], root) if legal["sbom"].is_file() else None,
                     "licenses": relative(legal["folder"], root) if legal["folder"].is_dir() else None,
                     "components": []}
+            item["engines"] = loaded_in(paths["json"])
+            if name == dist.name:
+                item["checks"] = check_results(cfg, dist.name)
             if doc is not None:
                 item["components"] = [
                     {"name": c["name"], "version": str(c.get("version", "")),
                      "license": c.get("license", ""), "size": c["size"], "files": c["files"]}
                     for c in image_components(doc, spec)]
             out.append(item)
+    return out
+
+
+ENGINE_KEYS = ("kind", "version", "api_version")
+
+
+def loaded_in(result_json):
+    """The engines load:<image> put this image into (cache/images/*.engines.json)."""
+    return [{"name": name, **{k: str(rec.get(k, "")) for k in ENGINE_KEYS},
+             "status": str(rec.get("status", "")), "at": str(rec.get("at", ""))}
+            for name, rec in sorted(read_loaded(result_json).items()) if isinstance(rec, dict)]
+
+
+def check_results(cfg, dist_name):
+    """check-images:<dist> results (cache/checks/<dist>.images.json): per engine and base
+    image, how many smoke tests passed, and the engine's kind, version and API version."""
+    try:
+        doc = json.loads((cfg.cache / "checks" / f"{dist_name}.images.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for found in doc.get("engines") or []:
+        for ref, results in sorted((found.get("images") or {}).items()):
+            out.append({"engine": str(found.get("name", "")),
+                        **{k: str(found.get(k, "")) for k in ENGINE_KEYS}, "image": ref,
+                        "passed": sum(1 for r in results if r.get("status") == 0),
+                        "total": len(results)})
     return out

@@ -1,5 +1,8 @@
-"""SIGTERM, SIGINT and SIGHUP stop a nightly run like Ctrl-C, once."""
+"""SIGTERM, SIGINT and SIGHUP stop a nightly run like Ctrl-C, once: every sandbox of every
+worker thread is killed at once (tasks/build/sandbox.py stop_all)."""
 import signal
+
+from tasks.build import sandbox
 
 
 class Signals:
@@ -21,6 +24,7 @@ class Signals:
         first = self.received is None
         if first:
             self.received = signum
+        sandbox.stop_all()
         if first and self.armed:
             self.armed = False
             raise KeyboardInterrupt

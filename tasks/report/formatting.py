@@ -68,3 +68,20 @@ def image_state(image):
         return "from an earlier run"
     return status or ""
 
+
+
+def engine_label(rec):
+    """'docker 20.10.24+dfsg1 (API 1.41)' of an engines/checks record."""
+    return f"{rec.get('kind', '?')} {rec.get('version', '?')} (API {rec.get('api_version', '?')})"
+
+
+def engines_cell(image):
+    """Where an image was loaded: 'podman: podman 4.3.1 (API 1.41); docker: ...'."""
+    return "; ".join(f"{r['name']}: {engine_label(r)}" for r in image.get("engines") or []) or "-"
+
+
+def check_rows(report):
+    """[(image, engine name, engine label, base image, 'passed/total', ok)] of all images."""
+    return [(im["name"], c["engine"], engine_label(c), c["image"], f"{c['passed']}/{c['total']}",
+             c["passed"] == c["total"])
+            for im in report["images"] for c in im.get("checks") or []]

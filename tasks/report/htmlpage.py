@@ -8,7 +8,8 @@ served as is).
 import os
 from pathlib import Path
 
-from tasks.report.formatting import esc, fmt_seconds, fmt_size, headline, image_state, short_digest
+from tasks.report.formatting import (check_rows, engines_cell, esc, fmt_seconds, fmt_size, headline,
+                                     image_state, short_digest)
 from tasks.report.schema import STATUSES
 from tasks.report.svg import STATUS_COLORS, svg_bars, svg_image_sizes, svg_timeline
 
@@ -117,11 +118,12 @@ def render_html(report, report_dir):
     if report["images"]:
         out.append('<h2 id="images">Images</h2>')
         out.append('<table><tr><th>image</th><th>this run</th><th>reference</th><th>digest</th>'
-                   '<th class="num">size</th><th class="num">files</th><th>SBOM</th><th>licenses</th></tr>')
+                   '<th class="num">size</th><th class="num">files</th><th>SBOM</th><th>licenses</th>'
+                   '<th>loaded in</th></tr>')
         for im in report["images"]:
             if not im["exported"]:
                 out.append(f'<tr><td>{e(im["name"])}</td><td>{e(image_state(im))}</td>'
-                           f'<td colspan="6" class="muted">no exported image</td></tr>')
+                           f'<td colspan="7" class="muted">no exported image</td></tr>')
                 continue
             sbom = f'<a href="{link(im["sbom"])}">CycloneDX</a>' if im.get("sbom") else "-"
             lic = f'<a href="{link(im["licenses"])}/">license texts</a>' if im.get("licenses") else "-"
@@ -129,8 +131,18 @@ def render_html(report, report_dir):
                        f'<td><code>{e(im.get("ref") or "")}</code></td>'
                        f'<td><code title="{e(im.get("digest") or "")}">{e(short_digest(im.get("digest")))}</code></td>'
                        f'<td class="num">{e(fmt_size(im.get("size")))}</td><td class="num">{e(im.get("files") or "")}</td>'
-                       f"<td>{sbom}</td><td>{lic}</td></tr>")
+                       f"<td>{sbom}</td><td>{lic}</td><td>{e(engines_cell(im))}</td></tr>")
         out.append("</table>")
+        checks = check_rows(report)
+        if checks:
+            out.append('<h3 id="checks">Smoke tests in images (check-images)</h3>')
+            out.append('<table><tr><th>image</th><th>engine</th><th>engine version</th>'
+                       '<th>in base image</th><th class="num">passed</th></tr>')
+            out += [f'<tr><td>{e(name)}</td><td>{e(engine)}</td><td>{e(label)}</td>'
+                    f'<td><code>{e(base)}</code></td><td class="num">{e(count)}'
+                    f'{"" if ok else " " + _badge("failed")}</td></tr>'
+                    for name, engine, label, base, count, ok in checks]
+            out.append("</table>")
         for im in report["images"]:
             chart = svg_image_sizes(im)
             if chart:

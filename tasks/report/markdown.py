@@ -1,5 +1,6 @@
 """report.md: a nightly run for mail and chat, rendered from its JSON document."""
-from tasks.report.formatting import counts_line, fmt_seconds, fmt_size, headline, image_state, short_digest
+from tasks.report.formatting import (check_rows, counts_line, engines_cell, fmt_seconds, fmt_size,
+                                     headline, image_state, short_digest)
 
 
 def _md_cell(text):
@@ -38,16 +39,24 @@ def render_markdown(report):
         for t in sorted(ran, key=lambda t: t["started"] or 0):
             out.append(f"| `{t['name']}` | {_md_cell(t.get('why'))} | {fmt_seconds(t['seconds'])} |")
     if report["images"]:
-        out += ["", "## Images", "", "| image | this run | reference | digest | size | SBOM | licenses |",
-                "| --- | --- | --- | --- | ---: | --- | --- |"]
+        out += ["", "## Images", "", "| image | this run | reference | digest | size | SBOM | licenses | loaded in |",
+                "| --- | --- | --- | --- | ---: | --- | --- | --- |"]
         for im in report["images"]:
             if not im["exported"]:
-                out.append(f"| {im['name']} | {image_state(im)} | | | | | |")
+                out.append(f"| {im['name']} | {image_state(im)} | | | | | | |")
                 continue
             out.append(f"| {im['name']} | {image_state(im)} | `{im.get('ref') or ''}` | "
                        f"`{short_digest(im.get('digest'))}` | "
                        f"{fmt_size(im.get('size'))} | {'`' + im['sbom'] + '`' if im.get('sbom') else '-'} | "
-                       f"{'`' + im['licenses'] + '`' if im.get('licenses') else '-'} |")
+                       f"{'`' + im['licenses'] + '`' if im.get('licenses') else '-'} | "
+                       f"{_md_cell(engines_cell(im))} |")
+    checks = check_rows(report)
+    if checks:
+        out += ["", "## Smoke tests in images (check-images)", "",
+                "| image | engine | engine version | in base image | passed |",
+                "| --- | --- | --- | --- | ---: |"]
+        out += [f"| {name} | {engine} | {_md_cell(label)} | `{base}` | {count}{'' if ok else ' FAILED'} |"
+                for name, engine, label, base, count, ok in checks]
     fresh = [t for t in report["tasks"] if t["status"] in ("up-to-date", "ignored")]
     if fresh:
         out += ["", f"## Up to date ({len(fresh)})", ""]

@@ -89,6 +89,20 @@ REPORT_SCHEMA = {
                     "ref": _opt_str, "digest": _opt_str, "id": _opt_str,
                     "size": _opt_num, "files": _opt_num, "tar": _opt_str,
                     "sbom": _opt_str, "licenses": _opt_str,
+                    "engines": {"type": "array", "description": "where load:<image> put it",
+                                "items": {"type": "object", "required": ["name", "kind"],
+                                          "properties": {k: {"type": "string"} for k in (
+                                              "name", "kind", "version", "api_version",
+                                              "status", "at")}}},
+                    "checks": {"type": "array", "description": "check-images:<dist> results",
+                               "items": {"type": "object",
+                                         "required": ["engine", "kind", "image", "passed", "total"],
+                                         "properties": {
+                                             **{k: {"type": "string"} for k in (
+                                                 "engine", "kind", "version", "api_version",
+                                                 "image")},
+                                             "passed": {"type": "integer", "minimum": 0},
+                                             "total": {"type": "integer", "minimum": 0}}}},
                     "components": {"type": "array", "items": {
                         "type": "object", "required": ["name", "size"],
                         "properties": {"name": {"type": "string"}, "version": {"type": "string"},

@@ -25,7 +25,7 @@ from tasks.core.log import say
 from tasks.ship import credentials, registry
 from tasks.ship.layer import unpack_layer, verify_output, write_layer
 from tasks.core.errors import UserError
-from tasks.build import stagedir
+from tasks.build import sandbox, stagedir, verify
 from tasks.build.key import component_key, engine_digest
 
 MEDIA_CONFIG = "application/vnd.dappdeps.component.config.v1+json"
@@ -118,6 +118,8 @@ class BuildCache:
             config = _parse_config(self.client().blob_bytes(repo, doc["config"]))
             _check_config(config, comp, stamp.key)
             size = _install(self.client(), repo, doc["layers"][0], comp, config)
+            if sandbox.stopping():          # a signal: the key must not be written now
+                return False
         except registry.Corrupt as exc:
             say(f"warning: {comp.task}: rejected {self.where(comp, stamp.key)} from the build "
                 f"cache: {exc}; building locally.")
@@ -142,7 +144,7 @@ class BuildCache:
             return False
         started = time.time()
         repo = self.repository(comp)
-        layer = comp.stage_dir.with_name(f".{comp.name}.push.tar.gz")
+        layer = comp.stage_dir.with_name(f".{comp.name}.push-{files.unique_suffix()}.tar.gz")
         try:
             stored = json.loads(stamp.path.read_text())
             layer_digest, layer_size = write_layer(comp.stage_dir, layer,
@@ -199,6 +201,9 @@ def push_built(cfg, dist_name):
         if not stamp.is_current():
             done["not built"].append(name)
             continue
+        found = verify.problems(comp)
+        if found:                       # never seed the cache with an edited output
+            raise UserError(verify.describe(comp, found))
         try:
             present = cache.client().manifest_digest(cache.repository(comp), stamp.key)
         except registry.RegistryError as exc:

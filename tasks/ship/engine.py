@@ -11,10 +11,15 @@ create_volume_container()     the seed's `docker create --volume P IMG no-such-c
                               is created, Podman only when it is first started, so the container
                               is started once (the start fails on the missing command, on purpose)
                               when its volume is still empty after create, then checked.
+targets(settings, engines)    which engines load:/check-images: use (docs/images.md "Which
+                              engines"): DOCKER_HOST when set, else config.yaml's `engines:`
+                              list, else `engine.host`, else the first default socket
+connect_to(target)            a client of one target; info(client) its kind, version, API
 """
 import io
 import os
 import tarfile
+from collections import namedtuple
 from pathlib import Path
 
 from tasks.core.errors import UserError
@@ -49,9 +54,48 @@ def engine_address(configured=""):
     return None
 
 
+# One engine to use: its name (from config.yaml `engines:`, else "default"), its address
+# (None: nothing found) and where that address came from (for messages).
+Target = namedtuple("Target", "name address origin")
+DEFAULT_NAME = "default"
+
+
+def targets(settings=None, engines=()):
+    """The engines to load into and check in, in order.
+
+    DOCKER_HOST set: that one engine (it wins over config.yaml, as for the docker CLI).
+    Else each entry of config.yaml `engines: [{name, host}]`, else `engine.host`, else
+    the first existing default socket (one engine named "default"; address None when
+    there is none)."""
+    if os.environ.get("DOCKER_HOST"):
+        return [Target(DEFAULT_NAME, os.environ["DOCKER_HOST"], "DOCKER_HOST")]
+    if engines:
+        names = [e["name"] for e in engines]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UserError(f"the engine name '{twice[0]}' is listed twice.", field="engines",
+                            hint="Each engine needs its own name (records are kept by name).")
+        return [Target(e["name"], e["host"], f"engines: {e['name']}") for e in engines]
+    host = (settings or {}).get("host", "")
+    if host:
+        return [Target(DEFAULT_NAME, host, "engine.host")]
+    return [Target(DEFAULT_NAME, engine_address(), "default socket")]
+
+
+def connect_to(target, required=False, timeout=120):
+    """A client of one Target, or None (or UserError if required)."""
+    if target.address is None:
+        return connect(required=required, timeout=timeout)
+    return _connect(target.address, target.origin == "DOCKER_HOST", required, timeout)
+
+
 def connect(required=False, timeout=120, configured=""):
     """A docker.DockerClient that answered a ping, or None (or UserError if required)."""
     address = engine_address(configured)
+    return _connect(address, bool(os.environ.get("DOCKER_HOST")), required, timeout)
+
+
+def _connect(address, from_env, required, timeout):
     if address is None:
         if required:
             raise UserError("no container engine: DOCKER_HOST is unset and no default socket "
@@ -66,7 +110,7 @@ def connect(required=False, timeout=120, configured=""):
                             hint="pip install -r requirements.txt") from None
         return None
     try:
-        if os.environ.get("DOCKER_HOST"):
+        if from_env:
             client = docker.from_env(timeout=timeout)    # honours DOCKER_TLS_VERIFY & co
         else:
             client = docker.DockerClient(base_url=address, timeout=timeout)
@@ -89,9 +133,39 @@ def engine_kind(client):
     return "podman" if "podman" in names.lower() else "docker"
 
 
+def info(client):
+    """{"kind": "docker"|"podman", "version": ..., "api_version": ...} of an engine."""
+    try:
+        version = client.version()
+    except Exception:                                     # noqa: BLE001
+        version = {}
+    return {"kind": engine_kind(client), "version": version.get("Version", "?"),
+            "api_version": version.get("ApiVersion", "?")}
+
+
 def describe(client):
-    version = client.version()
-    return f"{engine_kind(client)} {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
+    """'docker 20.10.24+dfsg1 (API 1.41)'."""
+    found = info(client)
+    return f"{found['kind']} {found['version']} (API {found['api_version']})"
+
+
+def api_at_least(client, wanted):
+    """True when the engine's Docker API version is at least wanted ("1.48")."""
+    def parts(text):
+        try:
+            return tuple(int(p) for p in str(text).split("."))
+        except ValueError:
+            return (0,)
+    return parts(info(client)["api_version"]) >= parts(wanted)
+
+
+# `--mount type=image`: Podman's API takes it (4.x without subpath); Docker since API 1.48
+# (Engine 28). dockerd 20.10 (API 1.41) answers `mount type unknown`.
+IMAGE_MOUNT_API = "1.48"
+
+
+def supports_image_mount(client):
+    return engine_kind(client) == "podman" or api_at_least(client, IMAGE_MOUNT_API)
 
 
 # ---- images ------------------------------------------------------------------------
@@ -278,3 +352,32 @@ def run(client, image, command, volumes_from=(), name=None, remove=True, **kwarg
     finally:
         if remove:
             container.remove(force=True, v=True)   # its own anonymous volumes only
+
+
+# ---- where each image was loaded (read by the nightly report) ----------------------
+def loaded_path(result_json):
+    """cache/images/<image>-<version>.engines.json next to the export's .json."""
+    result_json = Path(result_json)
+    return result_json.with_name(result_json.name[:-len(".json")] + ".engines.json")
+
+
+def read_loaded(result_json):
+    """{engine name: {kind, version, api_version, host, ref, id, status, at}} or {}."""
+    import json
+    try:
+        data = json.loads(loaded_path(result_json).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_loaded(result_json, target, found, ref, image_id, status):
+    """Remember that engine `target` (found = info(client)) holds ref = image_id."""
+    import json
+    import time
+
+    from tasks.core.files import write_atomic
+    data = read_loaded(result_json)
+    data[target.name] = {**found, "host": target.address, "ref": ref, "id": image_id,
+                         "status": status, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_atomic(loaded_path(result_json), json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from tasks.build.manifest import privileged
-from tasks.core.errors import UserError
-from tasks.core.files import write_atomic
+from tasks.core.errors import DiskFull, UserError
+from tasks.core.files import force_rmtree, is_disk_full, unique_suffix, write_atomic
 from tasks.ship.select import dangling_links, select
 from tasks.ship.strip import Stripper
 from tasks.ship.tarwriter import BLOCK, DIR, FILE, FdSink, TarStream, tar_header, write_all
@@ -174,23 +174,33 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
 
     out_tar.parent.mkdir(parents=True, exist_ok=True)
     # before any output exists: a missing strip fails the export cleanly
-    stripper = Stripper(out_tar.parent) if strip else None
-    tmp = out_tar.with_name(f".{out_tar.name}.tmp{os.getpid()}")
+    # scratch names unique to this process and thread; a killed export's are swept by
+    # the next run (build/leftovers.py reads the pid back)
+    strip_dir = out_tar.with_name(f".{out_tar.name}.strip-{unique_suffix()}")
+    if strip:
+        strip_dir.mkdir(exist_ok=True)
+    stripper = None
+    tmp = out_tar.with_name(f".{out_tar.name}.tmp{unique_suffix()}")
     try:
+        stripper = Stripper(strip_dir) if strip else None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,
                                   all_labels, stripper)
             if fsync:
                 os.fsync(fd)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                needed = sum(e.get("size", 0) for e in entries if e["type"] == "file")
+                raise DiskFull(exc, out_tar.parent, needed, what=f"exporting {out_tar.name}, writing") from None
             raise
         os.close(fd)
     finally:
         if stripper is not None:
             stripper.close()
+        force_rmtree(strip_dir)
     result["stripped"] = stripper.summary() if stripper else {
         "files": 0, "bytes_saved": 0, "tool": None, "failed": []}
     os.replace(tmp, out_tar)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tasks.build import manifest
 from tasks.core import canonical
+from tasks.core.files import unique_suffix
 from tasks.ship import registry
 from tasks.ship.tarwriter import FileSink, TarStream
 
@@ -45,7 +46,7 @@ def write_layer(stage_dir, out, epoch, level=6):
     stage_dir = Path(stage_dir)
     out = Path(out)
     doc = canonical.load(stage_dir / "manifest.json")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = out.with_name(out.name + f".tmp{unique_suffix()}")
     try:
         with open(tmp, "wb") as raw:
             hashed = _HashingFile(raw)

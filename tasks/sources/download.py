@@ -43,25 +43,26 @@ def downloads_dir(cfg):
     return Path(cfg.cache) / "downloads"
 
 
-def in_downloads(cfg, file, sub="", suffix=""):
-    """downloads/[sub/]<file><suffix>, refused unless it stays in that folder once resolved.
+def in_downloads(cfg, file, sub="", suffix="", write=False):
+    """downloads/[sub/]<file><suffix>, refused unless it is a plain name and, for a write
+    (write=True: a resolve, not on the cheap read path), its folder stays in downloads/.
     Recipes' file names are checked when loading (plain names); this is the second line."""
     base = downloads_dir(cfg)
     if not file or file in (".", "..") or "/" in file or "\0" in file or file.startswith("."):
         raise FetchError(f"refusing the file name {file!r}: not a plain file name")
     folder = base / sub if sub else base
     path = folder / f"{file}{suffix}"
-    if folder.exists() and folder.resolve() != (base.resolve() / sub if sub else base.resolve()):
+    if write and folder.exists() and folder.resolve() != (base.resolve() / sub if sub else base.resolve()):
         raise FetchError(f"refusing to use {folder}: it leads outside {base} (a link?)")
     return path
 
 
-def _record_path(cfg, file):
-    return in_downloads(cfg, file, ".verified", ".json")
+def _record_path(cfg, file, write=False):
+    return in_downloads(cfg, file, ".verified", ".json", write)
 
 
 def partial_path(cfg, file):
-    return in_downloads(cfg, file, ".partial", ".part")
+    return in_downloads(cfg, file, ".partial", ".part", write=True)
 
 
 def sha256_of(path):
@@ -82,13 +83,13 @@ def _write_atomic(path, data):
 
 def _write_record(cfg, path, sha256):
     st = path.stat()
-    _write_atomic(_record_path(cfg, path.name),
+    _write_atomic(_record_path(cfg, path.name, write=True),
                   json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
 
 
 def _forget(cfg, file):
-    in_downloads(cfg, file).unlink(missing_ok=True)
-    _record_path(cfg, file).unlink(missing_ok=True)
+    in_downloads(cfg, file, write=True).unlink(missing_ok=True)
+    _record_path(cfg, file, write=True).unlink(missing_ok=True)
 
 
 def is_verified(cfg, alt):
@@ -227,7 +228,7 @@ def download(url, alt, cfg, progress=None):
         raise FetchError(f"sha256 mismatch for {alt.file} from {url}: expected {alt.sha256}, "
                          f"got {actual}; the download was discarded (the recipe's pin or the "
                          f"server's file is wrong)")
-    dest = in_downloads(cfg, alt.file)
+    dest = in_downloads(cfg, alt.file, write=True)
     os.replace(part, dest)
     _write_record(cfg, dest, alt.sha256)
     return dest

@@ -1,7 +1,7 @@
 """Stage: build. One task per component (build:<dist>/<component>): its output in
 cache/stage/<dist>/<component>, pulled from the build cache when it has the key,
 else built in the component's sandbox (and then pushed to the cache)."""
-from tasks.build import builder, stagedir
+from tasks.build import builder, leftovers, stagedir
 from tasks.build.key import component_key
 from tasks.core.log import say
 from tasks.model.component import Component
@@ -32,6 +32,18 @@ def make(comp):
         return result
 
 
+def current(comp):
+    """The up-to-date check: the component's key. The first check of a run also sweeps
+    the leftovers of killed runs (build/leftovers.py): it runs before any build starts."""
+    check = uptodate_check(comp.task, lambda: component_key(comp))
+
+    def current_key(task, values):
+        leftovers.sweep(project, say)
+        return check(task, values)
+    current_key.__name__ = check.__name__
+    return current_key
+
+
 def tasks():
     for comp in components():
         r = comp.recipe
@@ -42,7 +54,7 @@ def tasks():
             "name": f"{comp.dist.name}/{comp.name}",
             "doc": f"{r.name} {r.version}: {r.description}",
             "actions": [(make, [comp])],
-            "uptodate": [uptodate_check(comp.task, lambda c=comp: component_key(c))],
+            "uptodate": [current(comp)],
             "task_dep": ["check-host"] + deps,
             "clean": [(stagedir.remove, [comp])],
         }

@@ -1,5 +1,6 @@
 """Stage: cache-push. Seed the build cache with a distribution's component outputs that
 were built before buildcache.url was configured (or while it was down)."""
+from tasks.core.log import echo
 from tasks.model.project import project
 
 
@@ -12,9 +13,9 @@ def cache_push_action(cfg, dist_name):
         done = push_built(cfg, dist_name)
     except UserError as exc:
         return TaskFailed(exc.render())
-    print(f"cache-push:{dist_name}: {len(done['pushed'])} pushed, {len(done['present'])} "
-          f"already in the registry"
-          + (f", not built (skipped): {', '.join(done['not built'])}" if done["not built"] else ""))
+    echo(f"cache-push:{dist_name}: {len(done['pushed'])} pushed, {len(done['present'])} "
+         f"already in the registry"
+         + (f", not built (skipped): {', '.join(done['not built'])}" if done["not built"] else ""))
     return True
 
 

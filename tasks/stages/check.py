@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import time
 
 from tasks.core import files
@@ -23,6 +22,7 @@ from tasks.core import canonical
 from tasks.core import code
 from tasks.build import manifest
 from tasks.build import sandbox
+from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
 from tasks.verify.audit import Tree, audit
@@ -66,10 +66,17 @@ def run_smoke(cfg, dist_name, log):
     tree = Tree(cfg, chain)
     bash = next((f"{cfg.distributions[n].prefix}/bin/bash" for n in chain
                  if tree.resolve(f"{cfg.distributions[n].prefix}/bin/bash")), None)
-    scratch = cfg.cache / "work" / "check" / dist_name
-    if scratch.exists():
-        shutil.rmtree(scratch)
+    # unique to this process and thread (a killed run's is swept by the next one)
+    scratch = cfg.cache / "work" / "check" / f".{dist_name}-{files.unique_suffix()}"
+    files.force_rmtree(scratch)
     (scratch / "tmp").mkdir(parents=True)
+    try:
+        return _run_smoke(cfg, dist_name, log, env, chain, bash, scratch)
+    finally:
+        files.force_rmtree(scratch)
+
+
+def _run_smoke(cfg, dist_name, log, env, chain, bash, scratch):
     overlays = []
     for name in chain:
         dist = cfg.distributions[name]
@@ -122,13 +129,13 @@ def check(cfg, dist_name):
     report = {"distribution": dist_name, "elf_files": count, "elf_problems": problems,
               "smoke": results, "passed": not problems and not failed}
     files.write_atomic(out / f"{dist_name}.json", json.dumps(report, indent=2) + "\n")
-    print(f"check:{dist_name}: ELF audit of {count} files: "
-          f"{'clean' if not problems else f'{len(problems)} problem(s)'}; "
-          f"smoke tests in an empty root: {len(results) - len(failed)}/{len(results)} passed")
+    echo(f"check:{dist_name}: ELF audit of {count} files: "
+         f"{'clean' if not problems else f'{len(problems)} problem(s)'}; "
+         f"smoke tests in an empty root: {len(results) - len(failed)}/{len(results)} passed")
     for line in problems[:40]:
-        print(f"  audit: {line}")
+        echo(f"  audit: {line}")
     for r in failed:
-        print(f"  smoke FAILED (exit {r['status']}): {r['command']}   [{r['component']}]")
+        echo(f"  smoke FAILED (exit {r['status']}): {r['command']}   [{r['component']}]")
     if problems or failed:
         return TaskFailed(f"check:{dist_name} failed; details in {log} and {out / (dist_name + '.json')}")
     check_stamp(cfg, dist_name).write()

@@ -8,8 +8,10 @@ image, and for every distribution it uses that one's runtime image (the toolchai
 run-time part, not the compiler), so a pass also proves the runtime image is enough.
 Then, for each base image listed under checks.images in config.yaml, one container
 runs every smoke command through the distribution chain's bash, with the hostile
-LD_LIBRARY_PATH and PATH of check:<dist> and a tmpfs /tmp (scratch has none).
-Results: cache/checks/<dist>.images.json and .images.log.
+LD_LIBRARY_PATH and PATH of check:<dist>, the volumes read-only (`--volumes-from NAME:ro`)
+and a fresh /tmp (scratch has none). All of it in every engine load: uses (one or several:
+tasks/stages/load.py). Results: cache/checks/<dist>.images.json (per engine: its name,
+kind, version and API version, then per base image each command's status) and .images.log.
 """
 import json
 import shlex
@@ -23,7 +25,7 @@ from tasks.core.errors import UserError
 from tasks.model.project import project
 from tasks.core import code
 from tasks.stages.check import CHECK_MODULES, expand, smoke_environment, smoke_tests
-from tasks.stages.load import engine_client
+from tasks.stages.load import engine_clients, engine_names
 from tasks.model.stamp import REASONS, Stamp
 
 # Printed by the in-container runner around each command's exit status.
@@ -73,12 +75,16 @@ def _image_ids(client, refs):
     return ids
 
 
-def stamp(cfg, dist_name, client):
+def stamp(cfg, dist_name, clients):
+    """Inputs: for each engine (by name) its kind, version and API version and the image
+    ids it has (mounted and base images); the smoke commands; the code that runs them."""
+    from tasks.ship.engine import info
     mounted = [_ref(d, i) for d, i in mounted_images(cfg, dist_name)]
     bases = list(cfg.data["checks"]["images"])
+    engines = {t.name: {"engine": info(c), "host": t.address, "mounted": _image_ids(c, mounted),
+                        "bases": _image_ids(c, bases)} for t, c in clients}
     return Stamp(cfg.cache / "checks" / f"{dist_name}.images.stamp.json",
-                 {"mounted": _image_ids(client, mounted), "bases": _image_ids(client, bases),
-                  "smoke": smoke_tests(cfg, dist_name),
+                 {"engines": engines, "smoke": smoke_tests(cfg, dist_name),
                   "check": code.digest(*CHECK_MODULES, "tasks.stages.check_images",
                                        "tasks.ship.engine")})
 
@@ -87,10 +93,13 @@ def is_current(cfg, dist_name):
     def check(task, values):
         if not cfg.data["checks"]["images"]:
             return True
-        client = engine_client(cfg)
-        if client is None:
+        try:
+            clients = engine_clients(cfg)
+        except Exception:                 # noqa: BLE001 - the action says what is wrong
             return False
-        current = stamp(cfg, dist_name, client)
+        if any(c is None for _t, c in clients):
+            return False
+        current = stamp(cfg, dist_name, clients)
         if current.is_current():
             return True
         REASONS[f"check-images:{dist_name}"] = current.why()
@@ -100,25 +109,80 @@ def is_current(cfg, dist_name):
 
 
 def check_in_images(cfg, dist_name):
+    """The check-images:<dist> action: the smoke tests in every base image, in every engine."""
     from doit.exceptions import TaskFailed
 
-    import docker.errors
-
-    from tasks.ship.engine import remove_container, create_volume_container, run
+    from tasks.ship.engine import info
     bases = cfg.data["checks"]["images"]
     if not bases:
         print(f"check-images:{dist_name}: no base images listed under checks.images in "
               f"{cfg.path}; nothing to run.")
         return True
-    client = engine_client(cfg)
-    if client is None:
-        return TaskFailed(f"check-images:{dist_name} needs a container engine (DOCKER_HOST or "
-                          "engine.host in config.yaml); none answers.")
+    try:
+        clients = engine_clients(cfg)
+    except UserError as exc:
+        return TaskFailed(exc.render())
+    silent = [t for t, c in clients if c is None]
+    if silent:
+        return TaskFailed(f"check-images:{dist_name} needs a container engine (DOCKER_HOST, "
+                          "engines or engine.host in config.yaml); "
+                          + "; ".join(f"{t.name} at {t.address or 'no default socket'} does "
+                                      "not answer" for t in silent) + ".")
     out = cfg.cache / "checks"
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"{dist_name}.images.log"
     tests = smoke_tests(cfg, dist_name)
     env = smoke_environment(cfg, dist_name)
+    engines = []
+    with open(log, "w") as fh:
+        fh.write(f"# check-images:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                 f"# mounted: {', '.join(_ref(d, i) for d, i in mounted_images(cfg, dist_name))}\n")
+        for target, client in clients:
+            found = info(client)
+            fh.write(f"# engine {target.name}: {found['kind']} {found['version']} "
+                     f"(API {found['api_version']}) at {target.address}\n")
+            try:
+                results = _check_in_engine(cfg, dist_name, client, fh)
+            except UserError as exc:
+                return TaskFailed(f"check-images:{dist_name}: in engine {target.name}: "
+                                  + exc.render())
+            engines.append((target, found, results))
+    report = {"distribution": dist_name,
+              "mounted": [_ref(d, i) for d, i in mounted_images(cfg, dist_name)],
+              "environment": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},
+              "engines": [{"name": t.name, "host": t.address, **found,
+                           "images": {ref: [{"component": c, "command": cmd, "status": s}
+                                            for (c, cmd), s in zip(tests, statuses)]
+                                      for ref, statuses in results.items()}}
+                          for t, found, results in engines]}
+    files.write_atomic(out / f"{dist_name}.images.json", json.dumps(report, indent=2) + "\n")
+    failed = 0
+    for target, found, results in engines:
+        where = f"[{target.name}: {found['kind']} {found['version']}, API {found['api_version']}]"
+        for ref, statuses in results.items():
+            bad = [(t, s) for t, s in zip(tests, statuses) if s != 0]
+            failed += len(bad)
+            print(f"check-images:{dist_name}: {where} in {ref}: {len(tests) - len(bad)}/"
+                  f"{len(tests)} smoke tests passed")
+            for (comp, command), status in bad:
+                why = "did not run" if status is None else f"exit {status}"
+                print(f"  FAILED in {ref} ({why}, engine {target.name}): {command}   [{comp}]")
+    if failed:
+        return TaskFailed(f"check-images:{dist_name}: {failed} smoke test(s) failed; "
+                          f"details in {log}")
+    stamp(cfg, dist_name, clients).write()
+    return True
+
+
+def _check_in_engine(cfg, dist_name, client, fh):
+    """{base image: [exit status of each smoke command]} in one engine."""
+    import docker.errors
+
+    from tasks.ship.engine import remove_container, create_volume_container, run
+    bases = cfg.data["checks"]["images"]
+    tests = smoke_tests(cfg, dist_name)
+    env = smoke_environment(cfg, dist_name)
+    results = {}
     try:
         bash = _bash(cfg, dist_name)
         for ref in bases:
@@ -135,62 +199,38 @@ def check_in_images(cfg, dist_name):
         if (cfg.recipes_dir / "checks").is_dir():
             binds[str(cfg.recipes_dir / "checks")] = {"bind": "/dappdeps/check", "mode": "ro"}
         script = runner_script(cfg, dist_name)
-        results = {}
-        with open(log, "w") as fh:
-            fh.write(f"# check-images:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                     f"# mounted: {', '.join(_ref(d, i) for d, i in mounted_images(cfg, dist_name))}\n")
-            for ref in bases:
-                start = time.time()
-                # /tmp outlives each command (one compiles, the next runs it), as in
-                # check:<dist>; a fresh folder per image (scratch has no /tmp at all).
-                tmp = cfg.cache / "work" / "check-images" / dist_name / "tmp"
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                tmp.mkdir(parents=True)
-                tmp.chmod(0o1777)
-                options = dict(volumes_from=volumes, environment=env, working_dir="/tmp",
-                               volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
-                if bash:
-                    code, text = run(client, ref, [bash, "-c", script], **options)
-                    fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
-                    results[ref] = _statuses(text, tests)
-                    continue
-                results[ref] = []
-                for _comp, command in tests:
-                    try:
-                        code, text = run(client, ref, shlex.split(expand(command, env)), **options)
-                    except docker.errors.APIError as exc:   # e.g. the program is missing
-                        code, text = 127, str(exc)
-                    fh.write(f"## {ref}: {command} (exit {code})\n{text}\n")
-                    results[ref].append(code)
-    except UserError as exc:
-        return TaskFailed(exc.render())
+        for ref in bases:
+            start = time.time()
+            # /tmp outlives each command (one compiles, the next runs it), as in
+            # check:<dist>; a fresh folder per image (scratch has no /tmp at all).
+            tmp = cfg.cache / "work" / "check-images" / dist_name / "tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            tmp.chmod(0o1777)
+            # the tools read-only, as users mount them (--volumes-from NAME:ro)
+            options = dict(volumes_from=[f"{v}:ro" for v in volumes], environment=env,
+                           working_dir="/tmp",
+                           volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
+            if bash:
+                code, text = run(client, ref, [bash, "-c", script], **options)
+                fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
+                results[ref] = _statuses(text, tests)
+                continue
+            results[ref] = []
+            for _comp, command in tests:
+                try:
+                    code, text = run(client, ref, shlex.split(expand(command, env)), **options)
+                except docker.errors.APIError as exc:   # e.g. the program is missing
+                    code, text = 127, str(exc)
+                fh.write(f"## {ref}: {command} (exit {code})\n{text}\n")
+                results[ref].append(code)
     finally:
         for dist, image in mounted_images(cfg, dist_name):
             remove_container(client, f"dappdeps-check-{image}-{dist.version}")
         # the commands' /tmp (files written as root by the containers)
         shutil.rmtree(cfg.cache / "work" / "check-images" / dist_name, ignore_errors=True)
-    report = {"distribution": dist_name,
-              "mounted": [_ref(d, i) for d, i in mounted_images(cfg, dist_name)],
-              "environment": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},
-              "images": {ref: [{"component": c, "command": cmd, "status": s}
-                               for (c, cmd), s in zip(tests, statuses)]
-                         for ref, statuses in results.items()}}
-    files.write_atomic(out / f"{dist_name}.images.json", json.dumps(report, indent=2) + "\n")
-    failed = 0
-    for ref, statuses in results.items():
-        bad = [(t, s) for t, s in zip(tests, statuses) if s != 0]
-        failed += len(bad)
-        print(f"check-images:{dist_name}: in {ref}: {len(tests) - len(bad)}/{len(tests)} "
-              "smoke tests passed")
-        for (comp, command), status in bad:
-            why = "did not run" if status is None else f"exit {status}"
-            print(f"  FAILED in {ref} ({why}): {command}   [{comp}]")
-    if failed:
-        return TaskFailed(f"check-images:{dist_name}: {failed} smoke test(s) failed; "
-                          f"details in {log}")
-    stamp(cfg, dist_name, client).write()
-    return True
+    return results
 
 
 def _statuses(text, tests):
@@ -209,12 +249,14 @@ def defaults(cfg, dist):
 
 
 def tasks():
+    names = engine_names(project)
     for dist in project.distributions.values():
         loads = [f"load:{image}" for _d, image in mounted_images(project, dist.name)]
         yield {
             "name": dist.name,
             "doc": f"smoke-test {dist.name} in the checks.images containers "
-                   f"({', '.join(shlex.quote(i) for i in project.data['checks']['images']) or 'none set'})",
+                   f"({', '.join(shlex.quote(i) for i in project.data['checks']['images']) or 'none set'})"
+                   + (f" of {names}" if names else ""),
             "actions": [(check_in_images, [project, dist.name])],
             "uptodate": [is_current(project, dist.name)],
             "task_dep": [f"check:{dist.name}"] + loads,

@@ -11,7 +11,9 @@ config.yaml, all optional (engine: is a mapping of strings):
 """
 import hashlib
 
+from tasks.build import verify
 from tasks.core import code
+from tasks.core.log import echo
 from tasks.ship.image import image_paths, read_result
 from tasks.ship.strip import strip_version
 from tasks.model.project import project
@@ -65,6 +67,9 @@ def export(cfg, dist_name, name):
     spec = dist.images[name]
     paths = image_paths(cfg.cache, name, dist.version)
     stamp = image_stamp(cfg, dist, name, spec)
+    message = verify.failure(verify.distribution(cfg, dist.name))
+    if message:                 # an edited output is named, never shipped
+        return TaskFailed(message)
     stamp.remove()
     try:
         result = export_image(_manifest_path(cfg, dist), cfg.stage_of(dist.name),
@@ -77,15 +82,15 @@ def export(cfg, dist_name, name):
         return TaskFailed(exc.render())
     stamp.write(digest=result["digest"], id=result["id"])
     stripped = result["stripped"]
-    print(f"image:{name}: {result['ref']} {result['files']} files, "
-          f"{result['size'] / 1e6:.1f} MB, digest {result['digest']} -> {paths['tar']}"
-          + (f"; stripped {stripped['files']} ELF files, {stripped['bytes_saved'] / 1e6:.1f} MB "
-             "saved" if spec.get("strip", True) else "; not stripped")
-          # each one was warned about on stderr by the export
-          + (f", {len(stripped['failed'])} shipped unstripped" if stripped["failed"] else ""))
+    echo(f"image:{name}: {result['ref']} {result['files']} files, "
+         f"{result['size'] / 1e6:.1f} MB, digest {result['digest']} -> {paths['tar']}"
+         + (f"; stripped {stripped['files']} ELF files, {stripped['bytes_saved'] / 1e6:.1f} MB "
+            "saved" if spec.get("strip", True) else "; not stripped")
+         # each one was warned about on stderr by the export
+         + (f", {len(stripped['failed'])} shipped unstripped" if stripped["failed"] else ""))
     if result["dangling_links"]:
-        print(f"image:{name}: note: symlinks to paths outside the image: "
-              f"{', '.join(result['dangling_links'][:5])}")
+        echo(f"image:{name}: note: symlinks to paths outside the image: "
+             f"{', '.join(result['dangling_links'][:5])}")
     return True
 
 

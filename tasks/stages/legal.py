@@ -13,7 +13,8 @@ import shutil
 from tasks.core import code
 from tasks.core.canonical import digest_of
 from tasks.core.errors import UserError
-from tasks.core.files import sha256_file, write_atomic
+from tasks.core.files import force_rmtree, sha256_file, unique_suffix, write_atomic
+from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import REASONS, Stamp
 from tasks.ship.image import image_paths, read_result
@@ -49,11 +50,12 @@ def write_legal(cfg, dist_name, name):
              "distribution": dist.name, "prefix": dist.prefix, "digest": result.get("digest"),
              "id": result.get("id"), "sbom": str(paths["sbom"])}
     folder = paths["folder"]
-    new = folder.with_name(f".{folder.name}.new")
-    old = folder.with_name(f".{folder.name}.old")
+    # unique to this process and thread; a killed run's are swept by the next
+    # (build/leftovers.py), and two runs take the task's lock (stages.guarded)
+    new = folder.with_name(f".{folder.name}.new-{unique_suffix()}")
+    old = folder.with_name(f".{folder.name}.old-{unique_suffix()}")
     for leftover in (new, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+        force_rmtree(leftover)
     try:
         license_dirs, missing = write_legal_folder(cfg, image, comps, new)
     except UserError as exc:
@@ -75,14 +77,13 @@ def write_legal(cfg, dist_name, name):
     if folder.exists():
         os.rename(folder, old)
     os.rename(new, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    force_rmtree(old)
     stamp.write(sbom=digest_of(text))
     texts = sum(len(v) for v in license_dirs.values())
-    print(f"legal:{name}: {len(comps)} components, {texts} license texts -> {folder}; "
-          f"SBOM {paths['sbom']}")
+    echo(f"legal:{name}: {len(comps)} components, {texts} license texts -> {folder}; "
+         f"SBOM {paths['sbom']}")
     if missing:
-        print(f"legal:{name}: note: no license_files listed for {', '.join(missing)}")
+        echo(f"legal:{name}: note: no license_files listed for {', '.join(missing)}")
     return True
 
 

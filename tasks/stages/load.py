@@ -1,27 +1,49 @@
-"""Stage: load. One load:<name> task per image: loads the exported tarball into a
-Docker-API engine when one answers (and pushes it through the engine when config.yaml
-asks).
+"""Stage: load. One load:<name> task per image: loads the exported tarball into each
+configured Docker-API engine that answers (and pushes it through the first one when
+config.yaml asks).
 
-config.yaml, all optional (engine: is a mapping of strings):
-  engine:
-    host: unix:///run/podman/podman.sock   # used when DOCKER_HOST is unset
+config.yaml, all optional:
+  engine:                                  # a mapping of strings
+    host: unix:///run/podman/podman.sock   # the one engine, when engines: is empty
     push: "true"                           # load:<name> also pushes
     registry: registry.example.org:5000    # push as <registry>/<repository>:<version>
     source: https://example.org/dappdeps   # label org.opencontainers.image.source
+  engines:                                 # several engines at once (load:<name> loads
+    - {name: podman, host: unix:///run/podman/podman.sock}          # into each, in order)
+    - {name: docker, host: unix:///run/dappdeps-docker/docker.sock}
+DOCKER_HOST, when set, wins over both: that one engine for this run (ship/engine.targets).
+Each load is remembered in cache/images/<image>-<version>.engines.json (engine kind,
+version and API version), which the nightly report shows.
 """
 from tasks.model.project import project
 from tasks.model.stamp import Stamp
 from tasks.ship.image import image_paths, read_result
 from tasks.stages.image import engine_settings, images
-_CLIENT = {}
+_CLIENTS = {}
 
 
-def engine_client(cfg):
-    """The engine's client, connected once per run; None when no engine answers."""
-    if "client" not in _CLIENT:
-        from tasks.ship.engine import connect
-        _CLIENT["client"] = connect(configured=engine_settings(cfg).get("host", ""))
-    return _CLIENT["client"]
+def engine_targets(cfg):
+    """The engines to use (tasks.ship.engine.targets), in order."""
+    from tasks.ship.engine import targets
+    return targets(engine_settings(cfg), cfg.data.get("engines") or [])
+
+
+def engine_clients(cfg):
+    """[(target, client or None)], connected once per run; None: that engine does not answer."""
+    if "clients" not in _CLIENTS:
+        from tasks.ship.engine import connect_to
+        _CLIENTS["clients"] = [(t, connect_to(t)) for t in engine_targets(cfg)]
+    return _CLIENTS["clients"]
+
+
+def engine_names(cfg):
+    """'podman, docker' for task docs; '' for the single default engine."""
+    try:
+        found = engine_targets(cfg)
+    except Exception:                     # noqa: BLE001 - the action says what is wrong
+        return ""
+    return "" if len(found) == 1 and not cfg.data.get("engines") else \
+        ", ".join(t.name for t in found)
 
 
 def _push_wanted(cfg):
@@ -36,17 +58,25 @@ def _push_stamp(cfg, dist, name, result):
 
 def load_is_current(cfg, dist_name, name):
     def check(task, values):
-        from tasks.ship.engine import has_image
+        from tasks.ship.engine import has_image, read_loaded
         from tasks.model.stamp import REASONS
         dist = cfg.distributions[dist_name]
-        result = read_result(image_paths(cfg.cache, name, dist.version)["json"])
-        client = engine_client(cfg)
-        if result is None or client is None:
+        paths = image_paths(cfg.cache, name, dist.version)
+        result = read_result(paths["json"])
+        if result is None:
             return False
         try:
-            if not has_image(client, result["ref"], result["id"], result["digest"]):
-                REASONS[f"load:{name}"] = "the engine does not have this image id yet"
-                return False
+            loaded = read_loaded(paths["json"])
+            for target, client in engine_clients(cfg):
+                if client is None:
+                    return False
+                if not has_image(client, result["ref"], result["id"], result["digest"]):
+                    REASONS[f"load:{name}"] = f"the engine {target.name} does not have this image id yet"
+                    return False
+                if (loaded.get(target.name) or {}).get("id") != result["id"] or \
+                        loaded[target.name].get("host") != target.address:
+                    REASONS[f"load:{name}"] = f"no record of the load into {target.name} yet"
+                    return False
         except Exception:                 # noqa: BLE001 - the action will report it
             return False
         if _push_wanted(cfg) and not _push_stamp(cfg, dist, name, result).is_current():
@@ -58,37 +88,48 @@ def load_is_current(cfg, dist_name, name):
 
 
 def load_action(cfg, dist_name, name):
-    """The load:<name> action: load + tag (and push); a notice when there is no engine."""
+    """The load:<name> action: load + tag into each engine (and push through the first);
+    a notice for an engine that does not answer."""
     from doit.exceptions import TaskFailed
 
-    from tasks.ship.engine import describe, engine_address, load, push
     from tasks.core.errors import UserError
+    from tasks.ship.engine import describe, info, load, push, record_loaded
     dist = cfg.distributions[dist_name]
     paths = image_paths(cfg.cache, name, dist.version)
     result = read_result(paths["json"])
     if result is None or not paths["tar"].is_file():
         return TaskFailed(f"error: {paths['tar']} is missing: run the image:{name} task.")
-    client = engine_client(cfg)
-    if client is None:
-        where = engine_address(engine_settings(cfg).get("host", ""))
-        why = (f"{where} does not answer" if where else
-               "DOCKER_HOST is unset and no default socket exists")
-        print(f"load:{name}: no container engine ({why}); the image stays in {paths['tar']} "
-              f"(`docker load -i` or `podman load -i` it).")
-        return True
     try:
-        status = load(client, paths["tar"], result["ref"], result["id"], result["digest"])
-        print(f"load:{name}: {result['ref']} {status} in {describe(client)} ({result['id'][:19]})")
-        if _push_wanted(cfg):
-            stamp = _push_stamp(cfg, dist, name, result)
-            if not stamp.is_current():
-                pushed = push(client, result["ref"], engine_settings(cfg).get("registry", ""))
-                stamp.write(pushed=pushed)
-                print(f"load:{name}: pushed {pushed}")
+        clients = engine_clients(cfg)
     except UserError as exc:
         return TaskFailed(exc.render())
-    except Exception as exc:              # noqa: BLE001 - engine/API failures, one line
-        return TaskFailed(f"error: load:{name}: the container engine failed: {exc}")
+    several = len(clients) > 1
+    failures, pushed_by = [], None
+    for target, client in clients:
+        tag = f"load:{name}: " + (f"[{target.name}] " if several else "")
+        if client is None:
+            why = (f"{target.address} ({target.origin}) does not answer" if target.address else
+                   "DOCKER_HOST is unset and no default socket exists")
+            print(f"{tag}no container engine ({why}); the image stays in {paths['tar']} "
+                  f"(`docker load -i` or `podman load -i` it).")
+            continue
+        try:
+            status = load(client, paths["tar"], result["ref"], result["id"], result["digest"])
+            record_loaded(paths["json"], target, info(client), result["ref"], result["id"], status)
+            print(f"{tag}{result['ref']} {status} in {describe(client)} ({result['id'][:19]})")
+            if _push_wanted(cfg) and pushed_by is None:
+                pushed_by = target.name
+                stamp = _push_stamp(cfg, dist, name, result)
+                if not stamp.is_current():
+                    pushed = push(client, result["ref"], engine_settings(cfg).get("registry", ""))
+                    stamp.write(pushed=pushed)
+                    print(f"{tag}pushed {pushed}")
+        except UserError as exc:
+            failures.append(f"{tag}{exc.render()}")
+        except Exception as exc:          # noqa: BLE001 - engine/API failures, one line
+            failures.append(f"error: {tag}the container engine failed: {exc}")
+    if failures:
+        return TaskFailed("\n".join(failures))
     return True
 
 
@@ -97,10 +138,12 @@ def defaults(cfg, dist):
 
 
 def tasks():
+    names = engine_names(project)
     for dist, name, spec in images():
         yield {
             "name": name,
-            "doc": f"docker load + tag {spec['repository']}:{dist.version}",
+            "doc": f"docker load + tag {spec['repository']}:{dist.version}"
+                   + (f" into {names}" if names else ""),
             "actions": [(load_action, [project, dist.name, name])],
             "uptodate": [load_is_current(project, dist.name, name)],
             "task_dep": [f"image:{name}"],

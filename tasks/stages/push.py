@@ -10,6 +10,7 @@ import json
 import re
 import tarfile
 
+from tasks.core.log import echo
 from tasks.ship import credentials, registry
 from tasks.ship.image import image_paths, read_result
 from tasks.model.project import project
@@ -132,7 +133,7 @@ def push_action(cfg, dist_name, name):
     if pushed != digest or back is None or back[1] != digest:
         return TaskFailed(f"error: push:{name}: {where} reads back as "
                           f"{back[1] if back else 'nothing'}, not {digest}.")
-    print(f"push:{name}: {where}@{digest} ({sent / 1e6:.1f} MB uploaded)")
+    echo(f"push:{name}: {where}@{digest} ({sent / 1e6:.1f} MB uploaded)")
     return True
 
 

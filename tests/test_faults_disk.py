@@ -1,0 +1,90 @@
+"""A full disk (issue 18): the cache on a small tmpfs (mounted here, as root). A build, the
+engine's own writes and an image export that meet ENOSPC give one paragraph naming the
+folder and the space; nothing counts as done; after freeing space the rerun is right."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import run_doit
+from test_faults import script_project, writes
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder, leave=0):
+    """Take all free space of folder's filesystem but `leave` bytes; returns the filler."""
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+                if free <= leave:
+                    break
+                fh.write(chunk[:max(4096, min(len(chunk), free - leave))])
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def key(cache, comp):
+    return cache / "stage" / "demo" / comp / "key.json"
+
+
+def assert_clear(run, folder):
+    assert run.returncode != 0
+    assert "Traceback" not in run.text, run.text[-3000:]
+    assert "the disk is full" in run.text, run.text[-3000:]
+    assert str(folder) in run.text and "free of" in run.text
+
+
+def test_full_disk_clear_error_nothing_done_rerun_right(tmp_path, small_disk):
+    big = "mkdir -p $PREFIX/share\nhead -c 3000000 /dev/zero > $PREFIX/share/big\n"
+    proj = script_project(tmp_path / "p", {"a": writes("a"), "big": big},
+                          cache_dir=str(small_disk))
+    config = proj.root / "config.yaml"
+    # 1. the build itself fills the disk (a write inside its sandbox)
+    run = run_doit(config, "--continue", "assemble:demo")
+    assert_clear(run, small_disk)
+    assert "build:demo/big" in run.text
+    assert key(small_disk, "a").is_file() and not key(small_disk, "big").exists()
+    assert not (small_disk / "work" / "demo" / "big").exists()     # it only filled the disk
+    # 2. the engine's own writes (work folder, log, manifest, key) meet a full disk
+    proj.write_recipe(dict(proj.recipes["a"], script=writes("a", "second")))
+    filler = fill(small_disk)
+    run = run_doit(config, "build:demo/a")
+    assert_clear(run, small_disk)
+    assert "build:demo/a" in run.text
+    assert "could not write its database" in run.text or "doit.sqlite3" not in run.text
+    filler.unlink()
+    # 3. space freed (and the big one made small): the rerun builds exactly what is missing
+    proj.write_recipe(dict(proj.recipes["big"], script=writes("big")))
+    run = run_doit(config, "image:demo", check=True)
+    assert run.ran() == ["build:demo/a", "build:demo/big"]
+    assert (small_disk / "stage/demo/a/tree/share/a").read_text() == "second\n"
+    assert run_doit(config, "verify", check=True).returncode == 0
+    # 4. an image export that meets a full disk
+    proj.write_recipe(dict(proj.recipes["big"], script=big.replace("3000000", "300000")))
+    run_doit(config, "build:demo/big", check=True)
+    filler = fill(small_disk, leave=64 * 1024)
+    run = run_doit(config, "image:demo")
+    assert_clear(run, small_disk / "images")
+    assert "exporting demo-1.0.tar" in run.text
+    assert [p.name for p in (small_disk / "images").iterdir() if ".tmp" in p.name or "strip" in p.name] == []
+    filler.unlink()
+    run = run_doit(config, "image:demo", check=True)
+    assert run.ran("image:") == ["image:demo"]
