@@ -13,12 +13,15 @@ def say(message):
 
 
 def echo(message):
-    """A stage's result line on stdout, written whole (print() writes the text and the
-    newline separately, so two worker threads can merge their lines)."""
+    """A stage's result line on the process's stdout, written whole. Not sys.stdout: doit
+    swaps sys.stdout for a capturing writer around each action, and with `-n N` threads
+    the swaps race, leaving sys.stdout on another task's capture (the line would vanish);
+    and print() writes the text and the newline separately (two threads merge lines)."""
     text = str(message).rstrip("\n") + "\n"
+    stream = sys.__stdout__ or sys.stdout
     with _LOCK:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        stream.write(text)
+        stream.flush()
 
 
 def duration(seconds):

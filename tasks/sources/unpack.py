@@ -19,18 +19,12 @@ folder. Python's tarfile (gz, bz2, xz) extracts them with these rules:
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.core.errors import UserError, cut
 
 MAX_HOPS = 40            # links followed while resolving one target (the kernel's limit)
-# Decompressed by the host's tool in its own process, read by tarfile as a stream: the
-# two overlap like GNU tar and its xz do (docs/downloads.md has the timings).
-DECOMPRESSORS = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"),
-                 (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 class _Refused(Exception):
@@ -111,7 +105,7 @@ def extract(archive, into):
     dropped = []
     safe_dirs = {into}
     try:
-        with _opened(archive) as tar:
+        with tarfile.open(archive) as tar:
             tar.errorlevel = 2
             tar.extractall(into, filter=lambda m, path: _filter(m, into, safe_dirs, dropped))
         _check_tree(into)
@@ -122,32 +116,6 @@ def extract(archive, into):
         raise UserError(f"cannot unpack {Path(archive).name}: {cut(exc, 300)}.",
                         field="sources") from None
     return dropped
-
-
-@contextmanager
-def _opened(archive):
-    """The archive as a tarfile: a stream from the host's decompressor when there is
-    one for its format, else tarfile's own (gz, bz2, xz)."""
-    with open(archive, "rb") as fh:
-        magic = fh.read(6)
-    tool = next((shutil.which(t) for m, t in DECOMPRESSORS if magic.startswith(m)), None)
-    if tool is None:
-        with tarfile.open(archive) as tar:
-            yield tar
-        return
-    with open(archive, "rb") as fh:
-        proc = subprocess.Popen([tool, "-dc"], stdin=fh, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|", bufsize=1 << 20) as tar:
-            yield tar
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        status = proc.wait()
-    if status not in (0, -13):      # -13: SIGPIPE, tarfile stopped at the end marker
-        raise tarfile.ReadError(f"{os.path.basename(tool)} -dc failed: {err.strip()[-300:]}")
 
 
 def _parts(name):

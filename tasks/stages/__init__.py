@@ -16,6 +16,7 @@ from tasks.core import files
 from tasks.core.errors import DiskFull
 from tasks.core.log import say
 from tasks.model.pipeline import STAGES
+from tasks.model.stamp import REASONS
 from tasks.model.project import project
 
 project.cache.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,9 @@ def run_guarded(name, locked, actions, checks):
         if locked:
             with files.flocked(lock_of(project, name),
                                on_wait=lambda: say(f"{name}: another run is doing it; waiting")) as waited:
-                if waited and checks and all(check(None, {}) for check in checks):
+                # the other run may have made it while we waited, or just before we
+                # looked (this run's check found it stale: REASONS): check again
+                if (waited or name in REASONS) and checks and all(check(None, {}) for check in checks):
                     say(f"{name}: done by the other run")
                     result = True
                 else:

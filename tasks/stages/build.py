@@ -20,7 +20,9 @@ def make(comp):
     """The build:<dist>/<component> action: the cache first, the builder second."""
     with stagedir.locked(comp) as waited:
         stamp = component_key(comp)
-        if waited and stamp.is_current():
+        # another run may have built it while we waited, or just before we took the lock
+        # (this run's check found it stale: REASONS; `doit -a` skips that check)
+        if (waited or comp.task in REASONS) and stamp.is_current():
             say(f"{comp.task}: built by the other run")
             return True
         reason = REASONS.pop(comp.task, None) or stamp.why()
