@@ -120,3 +120,18 @@ def test_a_build_writing_a_host_path_fails_and_is_not_done(tmp_path):
     assert "Read-only file system" in run.text and "writer.log" in run.text, run.text[-2000:]
     assert not Path(f"/usr/local/{MARK}").exists()
     assert not (proj.cache / "stage/esc/writer/key.json").exists()
+
+
+def test_a_hung_build_is_stopped_at_its_timeout(tmp_path):
+    proj = FixtureProject(tmp_path / "proj")
+    proj.add_package("hang", "1.0", {"README": "x\n"}, build="script", timeout=3,
+                     script="sleep 3137 &\nsleep 3137\n")
+    proj.add_distribution("esc", ["hang"])
+    config = proj.write_config()
+    run = run_doit(config, "build:esc/hang", timeout=120)
+    assert run.returncode != 0
+    assert "stopped after 3 s" in run.text and "'timeout'" in run.text, run.text[-2000:]
+    assert "hang.log" in run.text
+    assert not (proj.cache / "stage/esc/hang/key.json").exists()
+    left = subprocess.run(["pgrep", "-f", "sleep 3137"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "processes of the stopped build are still running"

@@ -5,7 +5,9 @@ build). Only after the build succeeded is the captured output published into
 cache/stage/<dist>/<component>/ (tasks/build/stagedir.py) and the key written last.
 """
 import errno
+import os
 import re
+import subprocess
 import shutil
 import time
 
@@ -17,7 +19,7 @@ from tasks.core import canonical, files
 from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, say
 from tasks.sources.download import cached
-from tasks.sources.unpack import unpack
+from tasks.sources.unpack import prepare_dest, unpack
 
 LOG_TAIL = 40
 
@@ -107,15 +109,24 @@ def prepare_work(comp, work=None, log_path=None):
         if src.extract:
             unpack(hit.path, dest, hit.alternative.inner, work)
         else:
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(hit.path, dest / hit.alternative.file)
+            # never through a link an earlier source unpacked
+            prepare_dest(dest, work / "src")
+            target = dest / hit.alternative.file
+            if os.path.lexists(target):
+                raise UserError(f"{hit.alternative.file} already exists in the source tree "
+                                "(an earlier source put it there).", comp.recipe.path, "sources")
+            with open(hit.path, "rb") as src_fh:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src_fh, out)
     for i, patch in enumerate(comp.recipe.patches):
         shutil.copy2(patch, work / "patches" / f"{i:03d}-{patch.name}")
     (work / "build.sh").write_text(comp.script())
     return fetched
 
 
-def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None):
+def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None,
+                  timeout=None):
     """Run work/<script> in the component's sandbox (by default: its build).
 
     lowers: the components whose outputs $PREFIX shows under the upper folder, in
@@ -138,7 +149,17 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
                (work / "patches", "/dappdeps/patches")],
         env=comp.environment(), argv=["/bin/bash", f"/dappdeps/{script}"],
         network=comp.recipe["network"], scratch=work, base=cfg.cache)
-    return sandbox.run(argv, log_path or comp.log_path)
+    timeout = timeout or comp.recipe["timeout"]
+    log_path = log_path or comp.log_path
+    try:
+        return sandbox.run(argv, log_path, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        field = "timeout" if script == "build.sh" else "test_timeout"
+        message = (f"{comp.task}: stopped after {timeout} s, its time limit (recipe field "
+                   f"'{field}'); every process of the step was killed. Log: {log_path}")
+        files.append(log_path, message)
+        raise UserError(message, comp.recipe.path, field,
+                        "If it is just slow here, raise the limit in the recipe.") from None
 
 
 def check_overwrites(comp, entries):

@@ -148,7 +148,9 @@ def sha256_file(path, bufsize=CHUNK):
 def force_rmtree(path):
     """Remove a tree even where a build left read-only folders (Go caches, `chmod -w`)."""
     def onerror(func, p, _exc):
-        os.chmod(p, 0o700)
+        # chmod follows links: never make a link's target (maybe a host file) writable
+        if not os.path.islink(p):
+            os.chmod(p, 0o700)
         os.chmod(os.path.dirname(p), 0o700)
         func(p)
     if os.path.lexists(path):

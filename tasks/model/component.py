@@ -3,11 +3,13 @@
 Knows its paths under cache/, the environment of its build and the shell script
 the framework renders from the recipe (its key: tasks/build/key.py).
 """
+import re
 import shlex
 from functools import cached_property
 
 from tasks.core.shell import dquote, words
 from tasks.model import flags
+from tasks.model.schema import env_key_check
 
 
 # Where a build sees its source and build folders; fixed, so that paths baked into
@@ -90,7 +92,7 @@ class Component:
             "SHELL": "/bin/bash", "TERM": "dumb",
         }
         for d in used:
-            env[f"PREFIX_{d.name.upper().replace('-', '_').replace('.', '_')}"] = d.prefix
+            env["PREFIX_" + re.sub(r"[^A-Z0-9_]", "_", d.name.upper())] = d.prefix
         env.update(flags.compiler_env(self.cfg, self.dist))
         return env
 
@@ -99,17 +101,21 @@ class Component:
         r = self.recipe
         lines = ["set -euo pipefail", 'cd "$SRCDIR"']
         for key, value in r["environment"].items():
+            assert env_key_check(key) is None, key     # validated when the recipe loaded
             lines.append(f"export {key}={dquote(value)}")
         for src in r.sources:
             fixups = {alt.file: alt.fixup for alt in src.alternatives if alt.fixup}
             for file, fixup in fixups.items():
-                where = f'"$SRCDIR/{src.dest}"' if src.dest else '"$SRCDIR"'
-                lines.append(f"if [ \"$(cat /dappdeps/meta/{_safe(src.id)}.alternative)\" = {shlex.quote(file)} ]; then")
+                # names are validated when loaded; quoted anyway (defence in depth)
+                where = '"$SRCDIR"/' + shlex.quote(src.dest) if src.dest else '"$SRCDIR"'
+                meta = shlex.quote(f"/dappdeps/meta/{_safe(src.id)}.alternative")
+                lines.append(f"if [ \"$(cat {meta})\" = {shlex.quote(file)} ]; then")
                 lines.append(f"  (cd {where}\n{fixup.rstrip()}\n  )")
                 lines.append("fi")
         for i, patch in enumerate(r.patches):
-            lines.append(f"echo '>>> patch {patch.name}'")
-            lines.append(f"patch -p1 --forward --batch -i /dappdeps/patches/{i:03d}-{patch.name}")
+            lines.append("echo " + shlex.quote(f">>> patch {patch.name}"))
+            lines.append("patch -p1 --forward --batch -i "
+                         + shlex.quote(f"/dappdeps/patches/{i:03d}-{patch.name}"))
         system = r["build"]
         if r["pre_configure"]:
             lines += ['cd "$SRCDIR"', r["pre_configure"].rstrip()]
@@ -127,7 +133,6 @@ class Component:
         if r["post_install"]:
             lines += ['cd "$BUILDDIR"', "echo '>>> post_install'", r["post_install"].rstrip()]
         return "\n".join(lines) + "\n"
-
 
 
 def _safe(name):

@@ -77,8 +77,11 @@ DOWNLOAD = Schema({
 
 def _url_check(value):
     if value and not value.startswith(("http://", "https://")):
-        return (f"'{value}' is not a registry URL: expected http://HOST[:PORT] or "
-                "https://HOST[:PORT] (http only for a registry on a trusted network).")
+        return (f"'{cut(value)}' is not a registry URL: expected http://HOST[:PORT] or "
+                "https://HOST[:PORT] (http only for a registry on this machine).")
+    if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+        return ("holds credentials (user:password@); they would end up in logs. Put them in "
+                "the variables named by username_env/password_env, or use `docker login`.")
     return None
 
 

@@ -72,6 +72,13 @@ RECIPE = Schema({
     "replaces": Field(list, default=list, item=Field(str, check=name_check)),
     "environment": Field(dict, default=dict, item=Field(str), keys=env_key_check),
     "network": Field(bool, default=False),
+    # wall-clock limits in seconds: a hung configure or test suite must not block a nightly
+    "timeout": Field(int, default=4 * 3600, check=lambda v: None if 1 <= v <= 48 * 3600 else
+                     "must be between 1 and 172800 seconds.",
+                     expect="the build's time limit in seconds (default 14400)"),
+    "test_timeout": Field(int, default=2 * 3600, check=lambda v: None if 1 <= v <= 48 * 3600
+                          else "must be between 1 and 172800 seconds.",
+                          expect="the upstream test suite's time limit in seconds (default 7200)"),
     "build": Field(str, default="autotools",
                    check=lambda v: None if v in BUILD_SYSTEMS else
                    f"'{v}' is not a build system: use one of {', '.join(BUILD_SYSTEMS)}."),

@@ -125,7 +125,8 @@ def _run_locked(comp, work):
         # as users do: gawk and tar run $PREFIX/bin/sh (bash), tar runs the prefix's
         # gzip and xz by absolute path. The fresh output stays on top.
         everything = [c for c in comp.dist.components if c != comp.name]
-        status = builder.run_sandboxed(comp, work, log, script="meta/test.sh", lowers=everything)
+        status = builder.run_sandboxed(comp, work, log, script="meta/test.sh", lowers=everything,
+                                        timeout=comp.recipe["test_timeout"])
         result["seconds"] = round(time.time() - test_started, 1)
     except UserError as exc:
         files.append(log, exc.render())
