@@ -18,7 +18,7 @@ from tasks.build.key import component_key
 from tasks.core import canonical, files
 from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, say
-from tasks.sources.download import cached
+from tasks.sources.download import checked
 from tasks.sources.unpack import prepare_dest, unpack
 
 LOG_TAIL = 40
@@ -99,7 +99,7 @@ def prepare_work(comp, work=None, log_path=None):
                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     fetched = {}
     for src in comp.recipe.sources:
-        hit = cached(src, comp.cfg)
+        hit = checked(src, comp.cfg)
         if hit is None:
             raise UserError(f"source {src.id} is not in the download cache.",
                             comp.recipe.path, "sources", "Run `doit fetch` first.")

@@ -10,12 +10,12 @@ cache/downloads/.verified/<file>.json records (sha256, size, mtime_ns) of a veri
 file, which keeps the up-to-date check that runs on every `doit` down to a stat().
 """
 import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import threading
 import time
 import urllib.parse
 from contextlib import contextmanager
@@ -25,7 +25,9 @@ from pathlib import Path
 import requests
 import urllib3
 
+from tasks.core import files
 from tasks.core.errors import FetchError
+from tasks.core.log import say
 
 CHUNK = 1 << 16
 
@@ -66,24 +68,12 @@ def partial_path(cfg, file):
 
 
 def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    return files.sha256_file(path)
 
 
 def _write_record(cfg, path, sha256):
     st = path.stat()
-    _write_atomic(_record_path(cfg, path.name, write=True),
+    files.write_atomic(_record_path(cfg, path.name, write=True),
                   json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
 
 
@@ -130,6 +120,36 @@ def cached(source, cfg):
         if is_verified(cfg, alt):
             return FetchResult(alt, in_downloads(cfg, alt.file), "cache")
     return None
+
+
+_HASHED = {}                   # path -> (size, mtime_ns) whose content was hashed this run
+_HASHED_LOCK = threading.Lock()
+
+
+def checked(source, cfg):
+    """Like cached(), for a file about to be used: its content is hashed once per run
+    (the record only trusts size and mtime). A file that no longer matches its pin (bit
+    rot, an edit that kept size and mtime) is discarded and fetched again, saying so."""
+    hit = cached(source, cfg)
+    if hit is None:
+        return None
+    st = os.stat(hit.path)
+    signature = (st.st_size, st.st_mtime_ns)
+    with _HASHED_LOCK:
+        if _HASHED.get(str(hit.path)) == signature:
+            return hit
+    actual = sha256_of(hit.path)
+    if actual != hit.alternative.sha256:
+        say(f"warning: {hit.path}: its content no longer matches the pinned sha256 (now "
+            f"{actual[:16]}…, pinned {hit.alternative.sha256[:16]}…) although its size and "
+            "mtime did not change (bit rot, or an edit in place); discarded, fetching it again.")
+        _forget(cfg, hit.alternative.file)
+        hit = fetch_source(source, cfg, progress=False)
+        st = os.stat(hit.path)
+        signature = (st.st_size, st.st_mtime_ns)
+    with _HASHED_LOCK:
+        _HASHED[str(hit.path)] = signature
+    return hit
 
 
 # ---------------------------------------------------------------- fetch
