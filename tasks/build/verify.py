@@ -17,7 +17,6 @@ import stat
 
 from tasks.core import canonical
 from tasks.core.files import sha256_file
-from tasks.model.component import Component
 
 STAT_FILE = "stat.json"
 SHOWN = 5
@@ -108,11 +107,22 @@ def describe(comp, found):
 
 
 
+class Output:
+    """A component's output by its paths only (what problems() and describe() need)."""
+
+    def __init__(self, cfg, dist_name, name):
+        self.task = f"build:{dist_name}/{name}"
+        self.stage_dir = cfg.stage_of(dist_name, name)
+        self.tree = self.stage_dir / "tree"
+        self.manifest_path = self.stage_dir / "manifest.json"
+        self.stamp_path = self.stage_dir / "key.json"
+
+
 def distribution(cfg, dist_name, full=False):
-    """[(component, problems)] of the distribution's components whose output changed."""
+    """[(output, problems)] of the distribution's components whose output changed."""
     out = []
     for name in cfg.distributions[dist_name].components:
-        comp = Component(cfg, dist_name, name)
+        comp = Output(cfg, dist_name, name)
         found = problems(comp, full)
         if found:
             out.append((comp, found))

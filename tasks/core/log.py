@@ -13,12 +13,14 @@ def say(message):
 
 
 def echo(message):
-    """A stage's result line on the process's stdout, written whole. Not sys.stdout: doit
-    swaps sys.stdout for a capturing writer around each action, and with `-n N` threads
-    the swaps race, leaving sys.stdout on another task's capture (the line would vanish);
-    and print() writes the text and the newline separately (two threads merge lines)."""
+    """A stage's result line on stdout, written whole (print() writes the text and the
+    newline separately: two threads merge lines). Past doit's capture: doit swaps
+    sys.stdout for a capturing writer around each action, and with `-n N` threads the
+    swaps race and leave sys.stdout on another task's capture (the line would vanish)."""
     text = str(message).rstrip("\n") + "\n"
-    stream = sys.__stdout__ or sys.stdout
+    stream = sys.stdout
+    if type(stream).__module__.startswith("doit.") and sys.__stdout__ is not None:
+        stream = sys.__stdout__             # doit's capture (maybe another task's)
     with _LOCK:
         stream.write(text)
         stream.flush()
