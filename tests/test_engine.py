@@ -4,9 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import yaml
 
 from conftest import REPO, doit_env, run_doit
 from fixtures import HELLO, LIBGREET, FixtureProject, demo_project, wait_for

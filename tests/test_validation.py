@@ -1,5 +1,4 @@
 """Config and recipe validation: each mistake gives one paragraph naming file and field."""
-import os
 
 import pytest
 import yaml

@@ -5,6 +5,7 @@ from doit.exceptions import TaskFailed
 from tasks.build import manifest
 from tasks.core import canonical, files
 from tasks.core.errors import UserError
+from tasks.core.log import echo
 from tasks.model.component import Component
 from tasks.model.stamp import Stamp
 
@@ -47,6 +48,6 @@ def assemble(cfg, dist_name):
     assemble_stamp(cfg, dist_name).write(manifest=canonical.digest_of(text))
     count = sum(1 for e in entries if e["type"] == "file")
     size = sum(e.get("size", 0) for e in entries)
-    print(f"assemble:{dist_name}: {len(dist.components)} components, {count} files, "
+    echo(f"assemble:{dist_name}: {len(dist.components)} components, {count} files, "
           f"{size / 1e6:.1f} MB")
     return True

@@ -18,6 +18,7 @@ from tasks.build.key import component_key
 from tasks.core import canonical, files
 from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, say
+from tasks.model.component import BUILD, SRC
 from tasks.sources.download import checked
 from tasks.sources.unpack import prepare_dest, unpack
 
@@ -144,7 +145,7 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
         overlays.append((sandbox.Overlay(work / "used" / used, lowers), dist.prefix, False))
     argv = sandbox.command(
         overlays=overlays,
-        mounts=[(work / "src", sandbox.SRC, True), (work / "build", sandbox.BUILD, True)],
+        mounts=[(work / "src", SRC, True), (work / "build", BUILD, True)],
         binds=[(work / "build.sh", "/dappdeps/build.sh"), (work / "meta", "/dappdeps/meta"),
                (work / "patches", "/dappdeps/patches")],
         env=comp.environment(), argv=["/bin/bash", f"/dappdeps/{script}"],
@@ -213,5 +214,5 @@ def _outside_write(line, prefix):
     path = match.group(1)
     if match.group(2) == "Read-only file system":
         return True
-    writable = (prefix + "/", sandbox.SRC + "/", sandbox.BUILD + "/", "/tmp/")
+    writable = (prefix + "/", SRC + "/", BUILD + "/", "/tmp/")
     return not path.startswith(writable) and not path.startswith(("/usr/", "/bin/", "/lib"))

@@ -29,7 +29,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tasks.model.component import BUILD, HOME, SRC  # noqa: F401 - the sandbox's layout
+from tasks.model.component import SRC
 
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # Host /etc entries a build needs: the alternatives symlinks (awk, cc, yacc, which) and

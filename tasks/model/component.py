@@ -19,6 +19,11 @@ BUILD = "/dappdeps/build"
 HOME = "/dappdeps/home"   # never created: a recipe writing to $HOME fails clearly
 
 
+def prefix_variable(dist_name):
+    """The variable holding a distribution's prefix: PREFIX_<NAME> (base -> PREFIX_BASE)."""
+    return "PREFIX_" + re.sub(r"[^A-Z0-9_]", "_", dist_name.upper())
+
+
 class Component:
     def __init__(self, cfg, dist_name, recipe_name):
         self.cfg = cfg
@@ -92,7 +97,7 @@ class Component:
             "SHELL": "/bin/bash", "TERM": "dumb",
         }
         for d in used:
-            env["PREFIX_" + re.sub(r"[^A-Z0-9_]", "_", d.name.upper())] = d.prefix
+            env[prefix_variable(d.name)] = d.prefix
         env.update(flags.compiler_env(self.cfg, self.dist))
         return env
 

@@ -18,13 +18,14 @@ import shlex
 import shutil
 import time
 
+from tasks.core.log import echo
 from tasks.core import files
 from tasks.core import canonical
-from tasks.build import manifest
 from tasks.core.errors import UserError
 from tasks.model.project import project
 from tasks.core import code
-from tasks.stages.check import CHECK_MODULES, expand, smoke_environment, smoke_tests
+from tasks.stages.check import CHECK_MODULES
+from tasks.verify.smoke import expand, smoke_environment, smoke_tests
 from tasks.stages.load import engine_clients, engine_names
 from tasks.model.stamp import REASONS, Stamp
 
@@ -115,7 +116,7 @@ def check_in_images(cfg, dist_name):
     from tasks.ship.engine import info
     bases = cfg.data["checks"]["images"]
     if not bases:
-        print(f"check-images:{dist_name}: no base images listed under checks.images in "
+        echo(f"check-images:{dist_name}: no base images listed under checks.images in "
               f"{cfg.path}; nothing to run.")
         return True
     try:
@@ -162,11 +163,11 @@ def check_in_images(cfg, dist_name):
         for ref, statuses in results.items():
             bad = [(t, s) for t, s in zip(tests, statuses) if s != 0]
             failed += len(bad)
-            print(f"check-images:{dist_name}: {where} in {ref}: {len(tests) - len(bad)}/"
+            echo(f"check-images:{dist_name}: {where} in {ref}: {len(tests) - len(bad)}/"
                   f"{len(tests)} smoke tests passed")
             for (comp, command), status in bad:
                 why = "did not run" if status is None else f"exit {status}"
-                print(f"  FAILED in {ref} ({why}, engine {target.name}): {command}   [{comp}]")
+                echo(f"  FAILED in {ref} ({why}, engine {target.name}): {command}   [{comp}]")
     if failed:
         return TaskFailed(f"check-images:{dist_name}: {failed} smoke test(s) failed; "
                           f"details in {log}")
@@ -183,6 +184,8 @@ def _check_in_engine(cfg, dist_name, client, fh):
     tests = smoke_tests(cfg, dist_name)
     env = smoke_environment(cfg, dist_name)
     results = {}
+    # the commands' /tmp, unique to this run and thread (files written as root in there)
+    work = cfg.cache / "work" / "check-images" / f"{dist_name}.{files.unique_suffix()}"
     try:
         bash = _bash(cfg, dist_name)
         for ref in bases:
@@ -203,7 +206,7 @@ def _check_in_engine(cfg, dist_name, client, fh):
             start = time.time()
             # /tmp outlives each command (one compiles, the next runs it), as in
             # check:<dist>; a fresh folder per image (scratch has no /tmp at all).
-            tmp = cfg.cache / "work" / "check-images" / dist_name / "tmp"
+            tmp = work / "tmp"
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
@@ -229,7 +232,7 @@ def _check_in_engine(cfg, dist_name, client, fh):
         for dist, image in mounted_images(cfg, dist_name):
             remove_container(client, f"dappdeps-check-{image}-{dist.version}")
         # the commands' /tmp (files written as root by the containers)
-        shutil.rmtree(cfg.cache / "work" / "check-images" / dist_name, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return results
 
 

@@ -1,4 +1,5 @@
 """Stage: fetch. One task per source file, like Buildroot's `make source`."""
+from tasks.core.log import echo
 from tasks.model.project import project
 
 
@@ -10,7 +11,7 @@ def _fetch(source):
         result = fetch_source(source, project)
     except UserError as exc:
         return TaskFailed(exc.render())
-    print(f"fetch:{source.id}: {result.alternative.file} verified (from {result.how})")
+    echo(f"fetch:{source.id}: {result.alternative.file} verified (from {result.how})")
     return True
 
 

@@ -15,6 +15,7 @@ DOCKER_HOST, when set, wins over both: that one engine for this run (ship/engine
 Each load is remembered in cache/images/<image>-<version>.engines.json (engine kind,
 version and API version), which the nightly report shows.
 """
+from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import Stamp
 from tasks.ship.image import image_paths, read_result
@@ -110,20 +111,20 @@ def load_action(cfg, dist_name, name):
         if client is None:
             why = (f"{target.address} ({target.origin}) does not answer" if target.address else
                    "DOCKER_HOST is unset and no default socket exists")
-            print(f"{tag}no container engine ({why}); the image stays in {paths['tar']} "
+            echo(f"{tag}no container engine ({why}); the image stays in {paths['tar']} "
                   f"(`docker load -i` or `podman load -i` it).")
             continue
         try:
             status = load(client, paths["tar"], result["ref"], result["id"], result["digest"])
             record_loaded(paths["json"], target, info(client), result["ref"], result["id"], status)
-            print(f"{tag}{result['ref']} {status} in {describe(client)} ({result['id'][:19]})")
+            echo(f"{tag}{result['ref']} {status} in {describe(client)} ({result['id'][:19]})")
             if _push_wanted(cfg) and pushed_by is None:
                 pushed_by = target.name
                 stamp = _push_stamp(cfg, dist, name, result)
                 if not stamp.is_current():
                     pushed = push(client, result["ref"], engine_settings(cfg).get("registry", ""))
                     stamp.write(pushed=pushed)
-                    print(f"{tag}pushed {pushed}")
+                    echo(f"{tag}pushed {pushed}")
         except UserError as exc:
             failures.append(f"{tag}{exc.render()}")
         except Exception as exc:          # noqa: BLE001 - engine/API failures, one line
