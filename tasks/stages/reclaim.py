@@ -23,7 +23,6 @@ def reclaim(cfg):
 def tasks():
     yield {
         "basename": "reclaim",
-        "doc": "remove leftovers of killed runs, failed builds' work folders, superseded images",
         "actions": [(reclaim, [project])],
         "uptodate": [False],
         "verbosity": 2,
