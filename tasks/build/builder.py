@@ -36,6 +36,10 @@ def build(comp, reason):
         status = run_sandboxed(comp)
         if status != 0:
             return _failure(comp, status)
+        dropped = manifest.drop_privileges(comp.work_dir / "upper", comp.dist.setuid)
+        if dropped:
+            _log(comp, "# setuid/setgid bits dropped (not in the distribution's setuid "
+                       f"list): {', '.join(dropped)}")
         entries = manifest.scan_tree(comp.work_dir / "upper")
         check_overwrites(comp, entries)
         digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)
