@@ -19,6 +19,10 @@ ENGINE_MODULES = ("tasks.model.component", "tasks.model.flags", "tasks.core.shel
                   "tasks.build.key")
 
 
+# recipe fields that do not shape the output: checks and limits
+NOT_BUILD_INPUTS = ("smoke", "test", "timeout", "test_timeout")
+
+
 def engine_digest():
     return code.digest(*ENGINE_MODULES)
 
@@ -43,7 +47,7 @@ def component_key(comp, fetched=None):
             for d in comp.local_deps}
     uses = {d: _manifest_digest(cfg.assembled_stamp(d)) for d in comp.used_dists}
     inputs = {
-        "recipe": {k: v for k, v in comp.recipe.data.items() if k not in ("smoke", "test")},
+        "recipe": {k: v for k, v in comp.recipe.data.items() if k not in NOT_BUILD_INPUTS},
         "script": comp.script(),
         "environment": env,
         "sources": sources,
