@@ -1,4 +1,4 @@
-"""tasks/download.py against a real HTTP server on 127.0.0.1 (tests/httpfixture.py)."""
+"""tasks/sources/download.py against a real HTTP server on 127.0.0.1 (tests/httpfixture.py)."""
 import gzip
 import hashlib
 import os

@@ -91,7 +91,7 @@ def _disk_full(comp, exc):
 def prepare_work(comp, work=None, log_path=None):
     """Fresh work folder: sources unpacked, patches and script in place.
 
-    work/log_path default to the build's own; the upstream tests (stage_tests.py)
+    work/log_path default to the build's own; the upstream tests (stages/test.py)
     redo the same build in another folder so they never touch the build's."""
     work = work or comp.work_dir
     log_path = log_path or comp.log_path

@@ -15,8 +15,8 @@ from tasks.sources.download import cached
 # the compiler flags, unpacking, the sandbox, the capture. Editing any of them makes
 # every component stale once; editing a stage's messages does not.
 ENGINE_MODULES = ("tasks.model.component", "tasks.model.flags", "tasks.core.shell",
-                  "tasks.build.sandbox", "tasks.build.builder", "tasks.build.manifest",
-                  "tasks.build.key")
+                  "tasks.sources.unpack", "tasks.build.sandbox", "tasks.build.builder",
+                  "tasks.build.manifest", "tasks.build.key")
 
 
 # recipe fields that do not shape the output: checks and limits

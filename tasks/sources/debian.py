@@ -4,7 +4,7 @@ apt runs with private state under cache/apt (sources, lists, cache, state); the 
 /etc/apt is only read. The deb-src entries are derived at run time from the host's own
 deb sources, so no mirror host name lives in the repository and whatever mirror (or
 proxy) the machine is set up for is the one used. apt only says where a file is and
-what its sha256 is; the transfer goes through tasks/download.py like any other URL, so
+what its sha256 is; the transfer goes through tasks/sources/download.py like any other URL, so
 progress, resume and verification are the same everywhere.
 """
 import fcntl

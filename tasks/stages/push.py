@@ -1,5 +1,5 @@
 """Stage: push. One push:<image> task per image: uploads the OCI layout inside
-cache/images/<name>-<version>.tar (tasks/image.py) to the registry of config.yaml's
+cache/images/<name>-<version>.tar (tasks/ship/image.py) to the registry of config.yaml's
 image_registry as <registry>/<repository>/<name>:<version>, byte for byte (same manifest
 digest as the exported image), then reads the manifest back to check it.
 

@@ -98,7 +98,7 @@ def audit(cfg, dist_name):
         search = dirs + default_dirs + ([posixpath.dirname(info.interp)] if info.interp else [])
         if info.kind == "dyn" and not info.interp:
             # A library is loaded into programs of this distribution, whose RPATH
-            # covers the distribution's own lib/ (tasks/flags.py).
+            # covers the distribution's own lib/ (tasks/model/flags.py).
             search.append(f"{dist.prefix}/lib")
         resolved = {}
         for needed in info.needed:
