@@ -17,7 +17,7 @@ from tasks.build import manifest, sandbox, stagedir
 from tasks.build.key import component_key
 from tasks.core import canonical, files
 from tasks.core.errors import DiskFull, UserError
-from tasks.core.log import duration, say
+from tasks.core.log import duration, printable, say
 from tasks.model.component import BUILD, SRC
 from tasks.sources.download import checked
 from tasks.sources.unpack import prepare_dest, unpack
@@ -165,6 +165,13 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
         files.append(log_path, message)
         raise UserError(message, comp.recipe.path, field,
                         "If it is just slow here, raise the limit in the recipe.") from None
+    finally:
+        # whatever the step left (a failed build's folders are kept for inspection):
+        # no setuid file and no world-writable folder may outlive it on the host
+        for sub in ("upper", "src", "build"):
+            if (work / sub).is_dir():
+                manifest.drop_privileges(work / sub,
+                                         comp.dist.setuid if sub == "upper" else ())
 
 
 def check_overwrites(comp, entries):
@@ -175,10 +182,11 @@ def check_overwrites(comp, entries):
         for entry in canonical.load(path)["entries"]:
             if entry["type"] != "dir":
                 owners[entry["path"]] = dep
-    for entry in entries:
+    deleted = set(manifest.hidden_below(entries, owners))
+    for entry in entries + [{"path": p, "type": "hidden"} for p in sorted(deleted)]:
         owner = owners.get(entry["path"])
         if entry["type"] != "dir" and owner and owner not in comp.recipe.replaces:
-            verb = "deleted" if entry["type"] == "whiteout" else "installed again"
+            verb = "installed again" if entry["type"] not in ("whiteout", "hidden") else "deleted"
             raise UserError(
                 f"the same path {entry['path']} is {verb} by '{comp.name}' but belongs to its "
                 f"dependency '{owner}'.", comp.recipe.path, "replaces",
@@ -205,7 +213,7 @@ def _failure(comp, status):
                f"{comp.log_path}:\n" + "".join("  | " + line for line in tail) + hint +
                f"\nFull log: {comp.log_path}\n{kept}")
     say(message)
-    return TaskFailed(message.splitlines()[0] + hint)
+    return TaskFailed(printable(message.splitlines()[0] + hint))
 
 
 _DENIED = re.compile(r"(?:^|[\s'\"`])(/[^\s:'\"]+)'?: (Read-only file system|No such file or directory|Directory nonexistent)")

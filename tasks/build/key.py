@@ -20,7 +20,7 @@ ENGINE_MODULES = ("tasks.model.component", "tasks.model.flags", "tasks.core.shel
 
 
 # recipe fields that do not shape the output: checks and limits
-NOT_BUILD_INPUTS = ("smoke", "test", "timeout", "test_timeout")
+NOT_BUILD_INPUTS = ("smoke", "test", "timeout", "test_timeout", "smoke_timeout")
 
 
 def engine_digest():

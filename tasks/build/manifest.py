@@ -35,7 +35,12 @@ def scan_tree(root):
             if stat.S_ISLNK(st.st_mode):
                 entries.append({"path": rel, "type": "symlink", "target": os.readlink(full)})
             elif stat.S_ISDIR(st.st_mode):
-                entries.append({"path": rel, "type": "dir", "mode": mode})
+                entry = {"path": rel, "type": "dir", "mode": mode}
+                if is_opaque(full):
+                    # overlayfs: the build removed this folder of a dependency and made it
+                    # anew; nothing of the lower layers shows through it
+                    entry["opaque"] = True
+                entries.append(entry)
             elif stat.S_ISREG(st.st_mode):
                 entries.append({"path": rel, "type": "file", "mode": mode, "size": st.st_size,
                                 "sha256": sha256_file(full)})
@@ -47,6 +52,35 @@ def scan_tree(root):
                                 root)
     entries.sort(key=lambda e: e["path"])
     return entries
+
+
+OPAQUE = "trusted.overlay.opaque"
+
+
+def is_opaque(path):
+    try:
+        return os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def mark_opaque(root, entries):
+    """Set the overlayfs mark on the folders the manifest says are opaque (an output
+    unpacked from a build-cache layer: tar does not carry trusted.* attributes)."""
+    for entry in entries:
+        if entry.get("opaque"):
+            os.setxattr(os.path.join(root, entry["path"]), OPAQUE, b"y", follow_symlinks=False)
+
+
+def hidden_below(entries, lower_paths):
+    """The paths of lower layers that this output deletes: whiteouts, and everything
+    below an opaque folder."""
+    gone = [e["path"] for e in entries if e["type"] == "whiteout"]
+    for entry in entries:
+        if entry.get("opaque"):
+            prefix = entry["path"] + "/"
+            gone += [p for p in lower_paths if p.startswith(prefix)]
+    return gone
 
 
 
@@ -74,6 +108,8 @@ def merge(dist_name, layers):
                 if prev is not None:
                     _drop(merged, path)
                 continue
+            if entry.get("opaque"):
+                _drop_below(merged, path)
             if prev is not None and not (prev["type"] == "dir" and entry["type"] == "dir"):
                 if prev["component"] not in replaces:
                     raise UserError(
@@ -88,6 +124,12 @@ def merge(dist_name, layers):
     return [merged[p] for p in sorted(merged)]
 
 
+def _drop_below(merged, path):
+    prefix = path + "/"
+    for key in [k for k in merged if k.startswith(prefix)]:
+        del merged[key]
+
+
 def _drop(merged, path):
     prefix = path + "/"
     for key in [k for k in merged if k == path or k.startswith(prefix)]:
@@ -95,6 +137,7 @@ def _drop(merged, path):
 
 
 PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
+WRITE_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
 def privileged(entries, allowed=()):
@@ -106,9 +149,10 @@ def privileged(entries, allowed=()):
 
 
 def drop_privileges(root, allowed=()):
-    """Clear setuid/setgid bits in a captured tree, except on the allowed paths (a build
-    runs as uid 0, so `chmod u+s` or `install -m 4755` makes real setuid-root files).
-    Returns the paths changed."""
+    """Clear setuid/setgid bits in a tree, except on the allowed paths (a build runs as
+    uid 0, so `chmod u+s` or `install -m 4755` makes real setuid-root files), and group
+    and other write bits everywhere (a world-writable folder of an output would let any
+    local user swap a shipped file). Returns the paths whose setuid/setgid was cleared."""
     root = Path(root)
     allowed = set(allowed)
     changed = []
@@ -116,9 +160,14 @@ def drop_privileges(root, allowed=()):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
-            rel = os.path.relpath(full, root)
-            if stat.S_ISLNK(st.st_mode) or not st.st_mode & PRIVILEGE_BITS or rel in allowed:
+            if stat.S_ISLNK(st.st_mode):
                 continue
-            os.chmod(full, stat.S_IMODE(st.st_mode) & ~PRIVILEGE_BITS)
-            changed.append(rel)
+            rel = os.path.relpath(full, root)
+            mode = stat.S_IMODE(st.st_mode)
+            keep = mode & ~WRITE_BITS
+            if mode & PRIVILEGE_BITS and rel not in allowed:
+                keep &= ~PRIVILEGE_BITS
+                changed.append(rel)
+            if keep != mode:
+                os.chmod(full, keep, follow_symlinks=False)
     return sorted(changed)

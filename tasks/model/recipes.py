@@ -76,6 +76,9 @@ RECIPE = Schema({
     "timeout": Field(int, default=4 * 3600, check=lambda v: None if 1 <= v <= 48 * 3600 else
                      "must be between 1 and 172800 seconds.",
                      expect="the build's time limit in seconds (default 14400)"),
+    "smoke_timeout": Field(int, default=300, check=lambda v: None if 1 <= v <= 48 * 3600
+                           else "must be between 1 and 172800 seconds.",
+                           expect="each smoke command's time limit in seconds (default 300)"),
     "test_timeout": Field(int, default=2 * 3600, check=lambda v: None if 1 <= v <= 48 * 3600
                           else "must be between 1 and 172800 seconds.",
                           expect="the upstream test suite's time limit in seconds (default 7200)"),

@@ -94,6 +94,8 @@ def unpack_layer(archive, dest):
                 if (name.startswith("/") or any(p in ("", ".", "..") for p in parts)
                         or not (name in _TOP or parts[0] == "tree")):
                     raise registry.Corrupt(f"layer member {name!r} is not part of an output")
+                if name == "tree" and not m.isdir():
+                    raise registry.Corrupt("layer member 'tree' is not a folder")
                 parent = "/".join(parts[:-1])
                 if parent not in dirs:
                     raise registry.Corrupt(f"layer member {name!r} comes before its folder")
@@ -124,9 +126,15 @@ def verify_output(folder, comp, manifest_digest):
     """The unpacked output must be exactly what its manifest.json says, and that
     manifest must be this component's and have the digest the config names."""
     folder = Path(folder)
-    for name in ("manifest.json", "build.json", "tree"):
-        if not (folder / name).exists():
-            raise registry.Corrupt(f"the layer has no {name}")
+    for name, kind in (("manifest.json", stat.S_ISREG), ("build.json", stat.S_ISREG),
+                       ("tree", stat.S_ISDIR)):
+        try:
+            st = os.lstat(folder / name)
+        except FileNotFoundError:
+            raise registry.Corrupt(f"the layer has no {name}") from None
+        if not kind(st.st_mode):          # never a link to somewhere on the host
+            raise registry.Corrupt(f"the layer's {name} is not a plain "
+                                   f"{'folder' if name == 'tree' else 'file'}")
     text = (folder / "manifest.json").read_bytes()
     if hashlib.sha256(text).hexdigest() != manifest_digest:
         raise registry.Corrupt("manifest.json does not have the digest the config names")
@@ -142,6 +150,12 @@ def verify_output(folder, comp, manifest_digest):
     if unwanted:
         raise registry.Corrupt(f"it holds setuid/setgid files the distribution does not "
                                f"allow ({', '.join(unwanted[:3])})")
+    try:
+        manifest.mark_opaque(folder / "tree", [e for e in doc.get("entries") or []
+                                                if e.get("type") == "dir"])
+    except OSError as exc:
+        raise registry.Corrupt(f"manifest.json names an opaque folder the layer lacks ({exc})"
+                               ) from None
     entries = manifest.scan_tree(folder / "tree")
     if entries != doc.get("entries"):
         listed = {e["path"]: e for e in doc.get("entries") or []}

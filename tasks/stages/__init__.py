@@ -20,6 +20,9 @@ from tasks.model.stamp import REASONS
 from tasks.model.project import project
 
 project.cache.mkdir(parents=True, exist_ok=True)
+# Builds run as root and their work folders hold what a build made (perhaps a setuid
+# file, until the capture clears it): nobody else may reach into the cache.
+project.cache.chmod(0o700)
 
 
 def module_of(stage):

@@ -212,8 +212,11 @@ def _check_in_engine(cfg, dist_name, client, fh):
             tmp.mkdir(parents=True)
             tmp.chmod(0o1777)
             # the tools read-only, as users mount them (--volumes-from NAME:ro)
+            # the user's image is not trusted: its entrypoint does not run first, and
+            # nothing in it gains privileges through setuid files
             options = dict(volumes_from=[f"{v}:ro" for v in volumes], environment=env,
-                           working_dir="/tmp",
+                           working_dir="/tmp", entrypoint=[""],
+                           security_opt=["no-new-privileges"],
                            volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
             if bash:
                 code, text = run(client, ref, [bash, "-c", script], **options)

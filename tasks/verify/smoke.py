@@ -5,6 +5,7 @@ distribution's and its used distributions' prefixes mounted, a hostile LD_LIBRAR
 and PATH; check-images:<dist> runs the same commands in containers of other images."""
 import re
 import shlex
+import subprocess
 import time
 
 from tasks.build import sandbox
@@ -77,7 +78,14 @@ def _run_smoke(cfg, dist_name, log, env, chain, bash, scratch):
         start = time.time()
         with open(log, "a") as fh:
             fh.write(f"$ {expanded}   [{comp}]\n")
-        status = sandbox.run(cmd, log)
+        limit = cfg.recipes[comp]["smoke_timeout"]
+        try:
+            status = sandbox.run(cmd, log, timeout=limit)
+        except subprocess.TimeoutExpired:
+            status = 124        # as timeout(1) says it; every process of it was killed
+            with open(log, "a") as fh:
+                fh.write(f"!! stopped after {limit} s, the time limit of {comp}'s smoke "
+                         "tests (recipe field 'smoke_timeout')\n")
         results.append({"component": comp, "command": command, "status": status,
                         "seconds": round(time.time() - start, 2)})
     return results
