@@ -1,7 +1,9 @@
 """A full disk (issue 18): the cache on a small tmpfs (mounted here, as root). A build, the
 engine's own writes and an image export that meet ENOSPC give one paragraph naming the
 folder and the space; nothing counts as done; after freeing space the rerun is right."""
+import base64
 import os
+import re
 import subprocess
 
 import pytest
@@ -40,8 +42,8 @@ def fill(folder, leave=0):
     return filler
 
 
-def key(cache, comp):
-    return cache / "stage" / "demo" / comp / "key.json"
+def key(cache, comp, dist="demo"):
+    return cache / "stage" / dist / comp / "key.json"
 
 
 def assert_clear(run, folder):
@@ -60,15 +62,20 @@ def test_full_disk_clear_error_nothing_done_rerun_right(tmp_path, small_disk):
     run = run_doit(config, "--continue", "assemble:demo")
     assert_clear(run, small_disk)
     assert "build:demo/big" in run.text
+    assert re.search(r"this step needed at least [\d.]+ MB", run.text), run.text[-3000:]
     assert key(small_disk, "a").is_file() and not key(small_disk, "big").exists()
     assert not (small_disk / "work" / "demo" / "big").exists()     # it only filled the disk
-    # 2. the engine's own writes (work folder, log, manifest, key) meet a full disk
+    # 2. the engine's own writes meet a full disk (the first: its work folder and log)
     proj.write_recipe(dict(proj.recipes["a"], script=writes("a", "second")))
     filler = fill(small_disk)
-    run = run_doit(config, "build:demo/a")
+    run = run_doit(config, "--continue", "verify:demo", "build:demo/a")
     assert_clear(run, small_disk)
     assert "build:demo/a" in run.text
-    assert "could not write its database" in run.text or "doit.sqlite3" not in run.text
+    # doit's own database write (verify:demo succeeded: a record to save) fails too
+    assert run.returncode == 2, run.text[-3000:]
+    assert re.search(r"^doit: could not write its database \S+/doit\.sqlite3: OperationalError: "
+                     r"database or disk is full\..* Exit 2\.$", run.err, re.M), run.err[-3000:]
+    assert "TaskFailed - taskid:build:demo/a" in run.out      # the failure is still listed
     filler.unlink()
     # 3. space freed (and the big one made small): the rerun builds exactly what is missing
     proj.write_recipe(dict(proj.recipes["big"], script=writes("big")))
@@ -83,7 +90,21 @@ def test_full_disk_clear_error_nothing_done_rerun_right(tmp_path, small_disk):
     run = run_doit(config, "image:demo")
     assert_clear(run, small_disk / "images")
     assert "exporting demo-1.0.tar" in run.text
+    assert re.search(r"this step needed at least [\d.]+ KB", run.text), run.text[-3000:]
     assert [p.name for p in (small_disk / "images").iterdir() if ".tmp" in p.name or "strip" in p.name] == []
     filler.unlink()
     run = run_doit(config, "image:demo", check=True)
     assert run.ran("image:") == ["image:demo"]
+    # 5. unpacking a source meets a full disk
+    proj.add_package("u", "1.0", {"data": base64.b64encode(os.urandom(450_000)).decode()},
+                     build="script", script=writes("u"))
+    proj.add_distribution("unp", ["u"])
+    proj.write_config(cache_dir=str(small_disk))
+    run_doit(config, "fetch:u-1.0.tar.gz", check=True)
+    filler = fill(small_disk, leave=200 * 1024)
+    run = run_doit(config, "build:unp/u")
+    assert_clear(run, small_disk)
+    assert "build:unp/u" in run.text
+    assert not key(small_disk, "u", "unp").exists() and not (small_disk / "work" / "unp" / "u").exists()
+    filler.unlink()
+    assert run_doit(config, "build:unp/u", check=True).ran() == ["build:unp/u"]

@@ -109,14 +109,15 @@ SAFE_ON_THE_HOST = ("mount a tmpfs", "mknod a device", "read /etc/shadow",
 
 
 @pytest.mark.parametrize("name", SAFE_ON_THE_HOST)
-def test_the_probes_can_see_an_escape(tmp_path, name):
+def test_the_probes_can_see_an_escape(name):
     server = Counter(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     victim = subprocess.Popen(["sleep", "600"])
     env = dict(os.environ, HOSTPID=str(victim.pid), HTTPPORT=str(server.server_address[1]))
     try:
+        # a private /tmp: the probes' own files (a device node) never reach the host's
         proc = subprocess.run(["unshare", "-m", "-u", "--propagation", "private", "bash", "-c",
-                               f"cd {tmp_path} && ({PROBES[name]})"],
+                               f"mount -t tmpfs probe /tmp && cd /tmp && ({PROBES[name]})"],
                               env=env, capture_output=True, text=True, timeout=60)
     finally:
         victim.kill()

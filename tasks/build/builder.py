@@ -36,10 +36,6 @@ def build(comp, reason):
         status = run_sandboxed(comp)
         if status != 0:
             return _failure(comp, status)
-        dropped = manifest.drop_privileges(comp.work_dir / "upper", comp.dist.setuid)
-        if dropped:
-            _log(comp, "# setuid/setgid bits dropped (not in the distribution's setuid "
-                       f"list): {', '.join(dropped)}")
         entries = manifest.scan_tree(comp.work_dir / "upper")
         check_overwrites(comp, entries)
         digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)
@@ -170,8 +166,11 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
         # no setuid file and no world-writable folder may outlive it on the host
         for sub in ("upper", "src", "build"):
             if (work / sub).is_dir():
-                manifest.drop_privileges(work / sub,
-                                         comp.dist.setuid if sub == "upper" else ())
+                dropped = manifest.drop_privileges(work / sub,
+                                                   comp.dist.setuid if sub == "upper" else ())
+                if dropped and sub == "upper":
+                    files.append(log_path, "# setuid/setgid bits dropped (not in the "
+                                 f"distribution's setuid list): {', '.join(dropped)}")
 
 
 def check_overwrites(comp, entries):

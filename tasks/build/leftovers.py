@@ -53,7 +53,8 @@ def _work_folders(cfg):
     """(work folder, its component's lock, key.json) of every cache/work/<dist>/<comp>."""
     work = cfg.cache / "work"
     try:
-        dists = [d for d in work.iterdir() if d.is_dir() and not d.name.startswith("check")]
+        dists = [d for d in work.iterdir()
+                 if d.is_dir() and d.name not in ("check", "check-images")]
     except OSError:
         return
     for dist in dists:
@@ -85,6 +86,8 @@ def find(cfg, failed=False):
     interrupted builds and of upstream tests, and the check stages' scratch folders."""
     found = []
     _scan(cfg.cache, 0, found)
+    # check's scratch, cache/work/check/.<dist>-<pid>-<thread> (the scan skips work/)
+    _scan(cfg.cache / "work" / "check", _DEPTH, found)
     for folder, lock, key in _work_folders(cfg):
         if key is not None and _finished(folder, key):
             found.append((folder, "work folder of a finished build", lock))
