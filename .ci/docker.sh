@@ -82,27 +82,15 @@ if [ ${#need[@]} -gt 0 ]; then
     if [ -n "$policy_tmp" ]; then rm -f "$policy_tmp"; trap - EXIT; fi
 fi
 
-answers() {
-    curl -sf --max-time 2 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1
-}
-if ! command -v curl >/dev/null 2>&1; then
-    answers() {
-        python3 - "$SOCK" <<'PY' >/dev/null 2>&1
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])
-s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-sys.exit(0 if b" 200 " in s.recv(200) else 1)
-PY
-    }
-fi
+. "$(dirname "$0")/answers.sh"
 
 wait_answers() {  # up to $1 seconds
     local i
     for ((i = 0; i < $1 * 5; i++)); do
-        answers && return 0
+        answers "$SOCK" && return 0
         sleep 0.2
     done
-    answers
+    answers "$SOCK"
 }
 
 # Is the process of pidfile $1 alive and named $2? A killed one can linger as a zombie for a
@@ -117,22 +105,22 @@ alive() {
 ours_alive() { alive "$PIDFILE" dockerd; }
 CTRD_PIDFILE=$DIR/exec/containerd/containerd.pid
 
-if ! answers && ours_alive; then
+if ! answers "$SOCK" && ours_alive; then
     # Still starting (or stuck): never start a second one on the same data root.
     echo "docker.sh: dockerd (pid $(cat "$PIDFILE")) runs but $SOCK does not answer yet; waiting" >&2
     for _ in $(seq 1 300); do
-        answers && break
+        answers "$SOCK" && break
         ours_alive || break
         sleep 0.2
     done
-    if ! answers && ours_alive; then
+    if ! answers "$SOCK" && ours_alive; then
         echo "docker.sh: dockerd (pid $(cat "$PIDFILE")) does not answer on $SOCK; last lines of $LOG:" >&2
         tail -n 20 "$LOG" >&2 || true
         echo "docker.sh: stop it with: kill $(cat "$PIDFILE")" >&2
         exit 1
     fi
 fi
-if ! answers; then
+if ! answers "$SOCK"; then
     rm -f "$SOCK" "$PIDFILE"
     # dockerd reuses the containerd of a previous dockerd when its pid "exists" (a zombie
     # counts) and then times out waiting for its socket: forget a dead one.

@@ -35,31 +35,18 @@ if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "${WANT%$'\n'}" ]; then
     printf '%s' "$WANT" > "$CONF"
 fi
 
-answers() {
-    curl -sf --max-time 2 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1
-}
+. "$(dirname "$0")/answers.sh"
 
-if ! command -v curl >/dev/null 2>&1; then
-    answers() {
-        python3 - "$SOCK" <<'PY' >/dev/null 2>&1
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])
-s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-sys.exit(0 if b" 200 " in s.recv(200) else 1)
-PY
-    }
-fi
-
-if ! answers; then
+if ! answers "$SOCK"; then
     mkdir -p "$(dirname "$SOCK")"
     rm -f "$SOCK"
     echo "podman.sh: starting podman system service on $SOCK (log $LOG)" >&2
     nohup setsid podman system service --time=0 "unix://$SOCK" >>"$LOG" 2>&1 </dev/null &
     for _ in $(seq 1 100); do
-        answers && break
+        answers "$SOCK" && break
         sleep 0.2
     done
-    if ! answers; then
+    if ! answers "$SOCK"; then
         echo "podman.sh: the service does not answer on $SOCK; last lines of $LOG:" >&2
         tail -n 20 "$LOG" >&2 || true
         exit 1
