@@ -166,7 +166,8 @@ def demo_stage(cache, dist="fx", version="1.0", workdir=None):
 
 
 # ---- images made without a registry ------------------------------------------------
-def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None):
+def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None,
+                 entrypoint=None):
     """A one-layer docker-archive (manifest.json + config + layer.tar) holding files
     ({path: ("file", bytes, mode) | ("symlink", target) | ("dir", mode)}); no daemon."""
     layer = io.BytesIO()
@@ -188,7 +189,8 @@ def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None):
     diff_id = hashlib.sha256(layer_bytes).hexdigest()
     config = {"architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
               "config": {"Env": env or ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
-                         **({"Cmd": cmd} if cmd else {})},
+                         **({"Cmd": cmd} if cmd else {}),
+                         **({"Entrypoint": entrypoint} if entrypoint else {})},
               "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]}}
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_hex = hashlib.sha256(config_bytes).hexdigest()
@@ -262,10 +264,10 @@ def engine_config(*names):
     return [{"name": n, "host": engine_host(n)} for n in names]
 
 
-def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None):
+def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None, entrypoint=None):
     """Load a rootfs image once per engine (same content -> same id -> skipped)."""
     from tasks.ship import engine as eng
     tar = Path(tmp_dir) / f"{repository.replace('/', '_')}-{tag}.tar"
-    image_id = rootfs_image(tar, repository, tag, files, cmd)
+    image_id = rootfs_image(tar, repository, tag, files, cmd, entrypoint=entrypoint)
     eng.load(client, tar, f"{repository}:{tag}", image_id)
     return f"{repository}:{tag}"

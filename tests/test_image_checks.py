@@ -155,3 +155,17 @@ def test_missing_base_image_is_named(clients, bases, engine_name, tmp_path):
     assert run.returncode != 0
     assert "no image 'dappdeps-test/no-such-image:9'" in run.text and "checks.images" in run.text
     assert f"in engine {engine_name}" in run.text
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+def test_the_users_entrypoint_does_not_run_first(clients, bases, engine_name, tmp_path):
+    """A user's image is not trusted: with an entrypoint that would fail every command
+    (and could forge results), check-images still runs our commands, not its."""
+    hostile = ensure_image(clients[engine_name], tmp_path, "dappdeps-test/entrypoint",
+                           busybox_files(), cmd=["sh"],
+                           entrypoint=["/bin/busybox", "sh", "-c", "echo HIJACKED; exit 42"])
+    _proj, config = project(tmp_path, [hostile], [engine_name])
+    run = run_doit(config, "check-images:imgck")
+    assert run.returncode == 0, run.text[-3000:]
+    assert f"] in {hostile}: 4/4 smoke tests passed" in run.out
+    assert "HIJACKED" not in run.text
