@@ -207,7 +207,8 @@ def test_missing_strip_is_a_clear_error(stage, tmp_path, monkeypatch):
 
 def test_image_task_strips_by_default_and_stamps_the_strip_version(stage, capsys):
     from tasks.stages import image as stage_images
-    from tasks.model.config import IMAGE, Distribution
+    from tasks.model.config import Distribution
+    from tasks.model.configschema import IMAGE
     assert IMAGE.validate({"name": "x/y"}, "config.yaml")["strip"] is True
     cache = Path(stage).parent.parent
 

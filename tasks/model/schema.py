@@ -245,8 +245,15 @@ _FLAGS = {"": False, "0": False, "false": False, "no": False, "off": False,
 
 
 def apply_environment(data):
-    """DAPPDEPS_OFFLINE, DAPPDEPS_JOBS and DAPPDEPS_BUILDCACHE, checked like the file."""
+    """DAPPDEPS_OFFLINE, DAPPDEPS_JOBS, DAPPDEPS_BUILDCACHE and DAPPDEPS_CACHE_DIR,
+    checked like the file."""
     env = os.environ
+    cache_dir = env.get("DAPPDEPS_CACHE_DIR", "")
+    if cache_dir:
+        if not cache_dir.isprintable() or len(cache_dir) > 1000:
+            raise UserError(f"'{cut(cache_dir)}' is not a folder path (control characters or "
+                            "too long).", field="DAPPDEPS_CACHE_DIR (environment)")
+        data["cache_dir"] = cache_dir   # checked like cache_dir when the folder is resolved
     offline = env.get("DAPPDEPS_OFFLINE", "").strip().lower()
     if offline not in _FLAGS:
         raise UserError(f"'{cut(env['DAPPDEPS_OFFLINE'])}' is not a switch.",

@@ -1,0 +1,132 @@
+"""The shape of config.yaml: every field, its type, default and check (docs/config.md).
+Loading and the distribution graph are tasks/model/config.py."""
+import os
+
+from tasks.core.errors import cut
+from tasks.model.recipes import mirror_check
+from tasks.model.schema import (Field, Schema, dist_version_check, env_name_check,
+                                name_check, optional_name_check, prefix_root_check,
+                                repository_check)
+
+
+def setuid_path_check(value):
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts) or len(value) > 200:
+        return (f"'{cut(value)}' is not a prefix-relative path: write e.g. bin/sudo "
+                "(no leading /, no . or .. parts).")
+    return None
+
+
+IMAGE = Schema({
+    "name": Field(str, check=lambda v: repository_check(v) if v else None,
+                  expect="the repository to tag, e.g. dappdeps/base"),
+    "include": Field(list, default=lambda: ["**"], item=Field(str)),
+    "exclude": Field(list, default=list, item=Field(str)),
+    # what ships is stripped; cache/stage keeps the debug info (docs/images.md)
+    "strip": Field(bool, default=True, expect="true (ship stripped ELF executables and "
+                   "shared libraries) or false (ship them as built)"),
+}, "image")
+
+DISTRIBUTION = Schema({
+    "version": Field(str, required=True, check=dist_version_check,
+                     expect="the distribution's version as text, e.g. \"0.1.0\""),
+    "description": Field(str, default=""),
+    "components": Field(list, required=True, item=Field(str, check=name_check),
+                        expect="a list of recipe names"),
+    # files that may keep a setuid/setgid bit (prefix-relative paths); every other one
+    # loses it when captured, and an image or a pulled output holding one is refused
+    "setuid": Field(list, default=list, item=Field(str, check=lambda v: setuid_path_check(v)),
+                    expect="a list of prefix-relative paths, e.g. [bin/sudo]"),
+    "uses": Field(list, default=list, item=Field(str, check=name_check),
+                  expect="a list of other distributions needed at build and run time"),
+    "toolchain": Field(str, default="", check=optional_name_check,
+                       expect="the distribution whose compiler builds this one"),
+    "default": Field(bool, default=True),
+    "image": Field(IMAGE, default=dict),
+    "images": Field(dict, default=dict, item=Field(IMAGE), keys=name_check,
+                    expect="extra images of this distribution: name: {include, exclude}"),
+    "runtime_image": Field(str, default="", check=optional_name_check, expect="the image (of this distribution's images) "
+                           "that users of the distributions using this one mount at run time"),
+}, "distribution")
+
+CHECKS = Schema({
+    "images": Field(list, default=list, item=Field(str),
+                    expect="base images (references in the engine) to run the smoke tests in"),
+}, "check settings")
+
+DOWNLOAD = Schema({
+    "connect_timeout": Field(float, default=10.0),
+    "read_timeout": Field(float, default=60.0),
+    "retries": Field(int, default=3, check=lambda v: None if v >= 0 else "must be 0 or more."),
+    "backoff": Field(float, default=1.0, expect="seconds before the first retry; doubles each time"),
+    "offline": Field(bool, default=False),
+    "apt_refresh_hours": Field(float, default=24.0),
+}, "download settings")
+
+
+def _url_check(value):
+    if value and not value.startswith(("http://", "https://")):
+        return (f"'{cut(value)}' is not a registry URL: expected http://HOST[:PORT] or "
+                "https://HOST[:PORT] (http only for a registry on this machine).")
+    if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+        return ("holds credentials (user:password@); they would end up in logs. Put them in "
+                "the variables named by username_env/password_env, or use `docker login`.")
+    return None
+
+
+def _registry_fields(repository, url_expect):
+    """Where a registry is and how to log in (buildcache and image_registry)."""
+    return {
+        "url": Field(str, default="", check=_url_check, expect=url_expect),
+        "repository": Field(str, default=repository, check=repository_check),
+        "username_env": Field(str, default="DAPPDEPS_REGISTRY_USERNAME", check=env_name_check,
+                              expect="the name of the environment variable holding the user"),
+        "password_env": Field(str, default="DAPPDEPS_REGISTRY_PASSWORD", check=env_name_check,
+                              expect="the name of the environment variable holding the "
+                                     "password or token"),
+        "docker_config": Field(bool, default=True, expect="true (also read credentials from "
+                               "$DOCKER_CONFIG/config.json or ~/.docker/config.json) or false"),
+        "connect_timeout": Field(float, default=3.0, check=_positive),
+        "read_timeout": Field(float, default=30.0, check=_positive),
+    }
+
+
+def _positive(value):
+    return None if value > 0 else "must be more than 0 seconds."
+
+
+BUILDCACHE = Schema({
+    **_registry_fields("dappdeps/cache", "the registry's URL, e.g. http://127.0.0.1:5000; "
+                       "empty: no build cache"),
+    "mode": Field(str, default="read-write",
+                  check=lambda v: None if v in ("read-write", "read-only", "off") else
+                  f"'{v}' is not a mode: use read-write, read-only or off."),
+    "gzip_level": Field(int, default=6, check=lambda v: None if 1 <= v <= 9 else
+                        "must be 1 (fastest) to 9 (smallest)."),
+}, "build cache settings")
+
+IMAGE_REGISTRY = Schema({
+    **_registry_fields("dappdeps", "the registry's URL; empty: buildcache.url"),
+    "default": Field(bool, default=False, expect="true (a plain doit pushes the default "
+                     "distributions' images) or false (only `doit push:<image>`)"),
+}, "image registry settings")
+
+CONFIG = Schema({
+    "prefix_root": Field(str, default="/.dapp/deps", check=prefix_root_check),
+    "cache_dir": Field(str, default="cache"),
+    "recipes_dir": Field(str, default="recipes"),
+    "jobs": Field(int, default=lambda: os.cpu_count() or 1,
+                  check=lambda v: None if v >= 1 else "must be 1 or more."),
+    "source_date_epoch": Field(int, default=1700000000),
+    "mirrors": Field(list, default=list, item=Field(str, check=mirror_check)),
+    "download": Field(DOWNLOAD, default=dict),
+    "distributions": Field(dict, required=True, item=Field(DISTRIBUTION), keys=name_check,
+                           expect="a mapping of distribution name to its settings"),
+    "engine": Field(dict, default=dict, item=Field(str)),
+    "engines": Field(list, default=list, expect="a list of {name, host} (docs/images.md)", item=Field(Schema({
+        "name": Field(str, required=True, check=name_check), "host": Field(str, required=True)}, "engine"))),
+    "reports": Field(dict, default=dict),
+    "checks": Field(CHECKS, default=dict),
+    "buildcache": Field(BUILDCACHE, default=dict),
+    "image_registry": Field(IMAGE_REGISTRY, default=dict),
+}, "configuration")
