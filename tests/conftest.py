@@ -49,3 +49,17 @@ def run_doit(config, *args, timeout=600, check=False):
 @pytest.fixture
 def doit():
     return run_doit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_buildroot():
+    """The fixture projects' build root (tests/fixtures.py TEST_BUILDROOT): made with
+    mmdebstrap the first time, reused while its spec is unchanged."""
+    from types import SimpleNamespace
+    from fixtures import TEST_BUILDROOT, TEST_BUILDROOT_DIR
+    from tasks.build import buildroot
+    cfg = SimpleNamespace(data={"buildroot": dict(TEST_BUILDROOT, mirror="")},
+                          path=REPO / "tests" / "fixtures.py", buildroot_dir=TEST_BUILDROOT_DIR)
+    if buildroot.identity(cfg) is None:
+        buildroot.create(cfg, TEST_BUILDROOT_DIR / "buildroot.log")
+    return buildroot.tree(cfg)

@@ -62,6 +62,16 @@ def make_tarball(path, top, files, mtime=1700000000):
     return hashlib.sha256(raw).hexdigest()
 
 
+# The build root of every fixture project: a small real one (mmdebstrap), made once per
+# checkout (conftest.py) and shared, so each test does not make its own.
+TEST_BUILDROOT_DIR = Path(__file__).resolve().parent.parent / ".test-buildroot"
+TEST_BUILDROOT = {"suite": "bookworm", "dir": str(TEST_BUILDROOT_DIR),
+                  # python3, mount: the sandbox escape probes need them to fail for the
+                  # right reason; busybox-static: copied into fixture outputs
+                  "packages": ["busybox-static", "bzip2", "file", "gcc", "libc6-dev", "make",
+                               "mount", "patch", "python3", "xz-utils"]}
+
+
 class FixtureProject:
     """A throw-away project: tarballs under served/, recipes/, config.yaml, cache/."""
 
@@ -100,7 +110,7 @@ class FixtureProject:
     def write_config(self, **extra):
         cfg = {"prefix_root": self.prefix_root, "cache_dir": "cache", "recipes_dir": "recipes",
                "jobs": 2, "download": {"retries": 0, "connect_timeout": 2, "read_timeout": 5},
-               "distributions": self.distributions}
+               "buildroot": dict(TEST_BUILDROOT), "distributions": self.distributions}
         cfg.update(extra)
         path = self.root / "config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))

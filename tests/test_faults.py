@@ -181,8 +181,9 @@ def test_every_task_of_a_locked_stage_runs_under_its_lock(tmp_path):
                           capture_output=True, text=True, check=True)
     found = json.loads(done.stdout)
     locked = {name for name, (stage_locked, _) in found.items() if stage_locked}
-    assert locked == {"assemble:demo", "check:demo", "image:demo", "legal:demo", "load:demo",
-                      "push:demo", "cache-push:demo", "check-images:demo"}
+    assert locked == {"buildroot", "repro:demo", "assemble:demo", "check:demo", "image:demo",
+                      "legal:demo", "load:demo", "push:demo", "cache-push:demo",
+                      "check-images:demo"}
     assert {name for name, (_, guarded) in found.items() if guarded} == locked
 
 

@@ -13,8 +13,8 @@ import time
 
 from doit.exceptions import TaskFailed
 
-from tasks.build import manifest, sandbox, stagedir
-from tasks.build.key import component_key
+from tasks.build import buildroot, manifest, sandbox, stagedir
+from tasks.build.key import component_key, input_digests
 from tasks.core import canonical, files
 from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, printable, say
@@ -27,23 +27,33 @@ LOG_TAIL = 40
 
 def build(comp, reason):
     """Build the component in its sandbox and publish its output; True or TaskFailed.
-    The caller holds the component's lock (stagedir.locked) and asked the build cache."""
+    The caller holds the component's lock (stagedir.locked) and asked the build cache.
+    The outputs it mounts are held shared (stagedir.using; the build stage holds them on
+    through the push) and must still be what its key was computed from at publish time."""
     say(f"{comp.task}: building ({reason}); log: {comp.log_path}")
     started = time.time()
     try:
-        fetched = prepare_work(comp)
-        stamp = component_key(comp, fetched)
-        status = run_sandboxed(comp)
-        if status != 0:
-            return _failure(comp, status)
-        entries = manifest.scan_tree(comp.work_dir / "upper")
-        check_overwrites(comp, entries)
-        digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started, fetched)
-        if sandbox.stopping():
-            # the signal came after the sandbox ended: the output is in place but does
-            # not count; the next run builds it again (the report says "interrupted")
-            raise sandbox.Interrupted("stopped by a signal before its key was written")
-        stamp.write(manifest=digest, seconds=round(time.time() - started, 1))
+        with stagedir.using(comp.cfg, inputs(comp), comp.task):
+            fetched = prepare_work(comp)
+            stamp = component_key(comp, fetched)
+            status = run_sandboxed(comp)
+            if status != 0:
+                return _failure(comp, status)
+            entries = manifest.scan_tree(comp.work_dir / "upper")
+            check_overwrites(comp, entries)
+            changed = changed_input(comp, stamp.inputs)
+            if changed:
+                return _input_changed(comp, changed)
+            # dependents of another run wait from the swap until the key is in place
+            with stagedir.replacing(comp):
+                digest = stagedir.publish(comp, comp.work_dir / "upper", entries, started,
+                                          fetched)
+                if sandbox.stopping():
+                    # the signal came after the sandbox ended: the output is in place but
+                    # does not count; the next run builds it again (reported "interrupted")
+                    raise sandbox.Interrupted("stopped by a signal before its key was written")
+                stamp.write(manifest=digest, content=manifest.content_digest(entries),
+                            seconds=round(time.time() - started, 1))
     except sandbox.Interrupted as exc:
         return TaskFailed(f"{comp.task}: interrupted: {exc}; not counted as built")
     except UserError as exc:
@@ -59,6 +69,54 @@ def build(comp, reason):
     say(f"{comp.task}: done in {duration(time.time() - started)}, "
         f"{sum(1 for e in entries if e['type'] == 'file')} files")
     return True
+
+
+def inputs(comp):
+    """(distribution, component) of every output the build mounts (run_sandboxed): its
+    dependencies in its own distribution and the outputs of other distributions it
+    builds on (comp.foreign_inputs). These are held shared while it builds."""
+    outputs = [(comp.dist.name, d) for d in comp.local_deps]
+    outputs += [(dist, c) for dist, comps in comp.foreign_inputs.items() for c in comps]
+    return [o for o in outputs if o != (comp.dist.name, comp.name)]
+
+
+def changed_input(comp, recorded):
+    """The first input whose output is no longer what `recorded` (the inputs of the key
+    the build was made for) says, as "<dist>/<component> (content <old> -> <new>)"; None
+    when all are unchanged. It reads what the key reads (key.input_digests), again."""
+    for field, now in input_digests(comp).items():
+        path = _first_difference(recorded.get(field), now)
+        if path is not None:
+            names, old, new = path
+            name = "/".join(([comp.dist.name] if field == "depends" else []) + names)
+            return f"{name} (content {_short(old)} -> {_short(new)})"
+    return None
+
+
+def _first_difference(old, new, names=()):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), names + (key,))
+            if found is not None:
+                return found
+        return None
+    return None if old == new else (list(names), old, new)
+
+
+def _short(digest):
+    return digest[:12] if isinstance(digest, str) else "none"
+
+
+def _input_changed(comp, changed):
+    """An input changed under the build (replaced without the lock: by hand, by an older
+    dappdeps): nothing of it counts; no output, no key, no push."""
+    files.force_rmtree(comp.work_dir)
+    message = (f"{comp.task}: its input {changed} changed while it was built; the output "
+               f"is not published and no key is written (work folder removed). Run the "
+               f"build again.")
+    _log(comp, message)
+    say(message)
+    return TaskFailed(message)
 
 
 def _says_disk_full(text):
@@ -122,7 +180,7 @@ def prepare_work(comp, work=None, log_path=None):
                     shutil.copyfileobj(src_fh, out)
     for i, patch in enumerate(comp.recipe.patches):
         shutil.copy2(patch, work / "patches" / f"{i:03d}-{patch.name}")
-    (work / "build.sh").write_text(comp.script())
+    (work / "build.sh").write_text(comp.script(fetched))
     return fetched
 
 
@@ -139,17 +197,20 @@ def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None
                           [cfg.tree_of(comp.dist.name, d) for d in reversed(below)],
                           upper=work / "upper", work=work / "ovwork")
     overlays = [(own, comp.dist.prefix, True)]
-    for used in comp.used_dists:
-        dist = cfg.distributions[used]
-        lowers = [cfg.tree_of(used, c) for c in reversed(dist.components)]
-        overlays.append((sandbox.Overlay(work / "used" / used, lowers), dist.prefix, False))
+    # other distributions: only what the build depends on (component.foreign_inputs),
+    # the same outputs its key holds; one used only at run time is not there at all
+    for used, comps in comp.foreign_inputs.items():
+        lowers = [cfg.tree_of(used, c) for c in reversed(comps)]
+        overlays.append((sandbox.Overlay(work / "used" / used, lowers),
+                         cfg.distributions[used].prefix, False))
     argv = sandbox.command(
         overlays=overlays,
         mounts=[(work / "src", SRC, True), (work / "build", BUILD, True)],
         binds=[(work / "build.sh", "/dappdeps/build.sh"), (work / "meta", "/dappdeps/meta"),
                (work / "patches", "/dappdeps/patches")],
         env=comp.environment(), argv=["/bin/bash", f"/dappdeps/{script}"],
-        network=comp.recipe["network"], scratch=work, base=cfg.cache)
+        network=comp.recipe["network"], scratch=work, base=cfg.cache,
+        root=buildroot.sandbox_binds(cfg))
     timeout = timeout or comp.recipe["timeout"]
     log_path = log_path or comp.log_path
     try:

@@ -7,11 +7,15 @@ A component's output is cache/stage/<distribution>/<component>/ with
 
 Entry types: "dir", "file", "symlink", and "whiteout" (the component deleted a
 path that a dependency installed; overlayfs records that as a 0/0 char device).
+A folder with "opaque": true was deleted and made anew (nothing below shows through).
+Hard links: the paths of one inode in the tree are all "file" entries (same mode, size,
+sha256); every one but the first in path order also has "link": <that first path>.
 """
 import os
 import stat
 from pathlib import Path
 
+from tasks.core import canonical
 from tasks.core.errors import UserError
 from tasks.core.files import sha256_file
 
@@ -24,6 +28,7 @@ def scan_tree(root):
     """Walk an output tree; return its entries sorted by path (deterministic)."""
     root = Path(root)
     entries = []
+    digests = {}                            # (st_dev, st_ino) -> sha256 of a hard link
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
@@ -42,8 +47,16 @@ def scan_tree(root):
                     entry["opaque"] = True
                 entries.append(entry)
             elif stat.S_ISREG(st.st_mode):
-                entries.append({"path": rel, "type": "file", "mode": mode, "size": st.st_size,
-                                "sha256": sha256_file(full)})
+                entry = {"path": rel, "type": "file", "mode": mode, "size": st.st_size}
+                if st.st_nlink > 1:
+                    inode = (st.st_dev, st.st_ino)
+                    entry["_inode"] = inode        # _mark_links() makes it "link"
+                    if inode not in digests:
+                        digests[inode] = sha256_file(full)
+                    entry["sha256"] = digests[inode]
+                else:
+                    entry["sha256"] = sha256_file(full)
+                entries.append(entry)
             elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 entries.append({"path": rel, "type": "whiteout"})
             else:
@@ -51,7 +64,23 @@ def scan_tree(root):
                                 "symlink (device, socket or fifo); dappdeps cannot ship it.",
                                 root)
     entries.sort(key=lambda e: e["path"])
+    _mark_links(entries)
     return entries
+
+
+def _mark_links(entries):
+    """Hard links within the tree (entries sorted by path): every path of an inode after
+    the first gets "link": the first. An inode with one path here is a plain file (its
+    other names, if any, are outside the tree: overlayfs' index, say)."""
+    first = {}
+    for entry in entries:
+        inode = entry.pop("_inode", None)
+        if inode is None:
+            continue
+        if inode in first:
+            entry["link"] = first[inode]
+        else:
+            first[inode] = entry["path"]
 
 
 OPAQUE = "trusted.overlay.opaque"
@@ -171,3 +200,10 @@ def drop_privileges(root, allowed=()):
             if keep != mode:
                 os.chmod(full, keep, follow_symlinks=False)
     return sorted(changed)
+
+
+def content_digest(entries):
+    """The digest of what an output holds (paths, types, modes, contents, links): what
+    the keys of dependents hold (tasks/build/key.py). Metadata beside it (license,
+    description, URLs in manifest.json) is not part of it."""
+    return canonical.digest_of(canonical.dumps(entries))

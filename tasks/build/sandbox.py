@@ -3,10 +3,11 @@ smoke test and upstream test suite (docs/security.md).
 
 A sandboxed step sees:
   /                  an empty, read-only tmpfs
-  /usr /bin /lib...  the host's, read-only (stage-0 toolchain builds need host tools)
-  /etc               generated passwd, group, hosts, nsswitch.conf and a few read-only
-                     host entries the toolchain needs (alternatives, ld.so.cache); never
-                     the host's shadow, ssh keys or configuration
+  /usr /bin /lib...  the build root's (tasks/build/buildroot.py), read-only: a pinned
+                     Debian tree, never the host's
+  /etc               the build root's, with generated passwd, group, hosts and
+                     nsswitch.conf on top; nothing of the host's /etc (a recipe with
+                     network: true gets the host's resolv.conf)
   <its prefix>       writable overlay: lower = the outputs of its dependencies,
                      upper = a fresh folder that becomes the component's output
   <used prefixes>    read-only overlays of the distributions it uses
@@ -31,12 +32,11 @@ from pathlib import Path
 
 from tasks.model.component import SRC
 
-HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-# Host /etc entries a build needs: the alternatives symlinks (awk, cc, yacc, which) and
-# the dynamic linker's cache. Nothing else of /etc: no shadow, no keys, no config.
-HOST_ETC = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d")
-# ...and, for a recipe that declares `network: true`, name resolution and CA certificates.
-HOST_ETC_NETWORK = ("resolv.conf", "ssl", "ca-certificates", "protocols", "services", "gai.conf")
+# For a recipe that declares `network: true`: the host's name resolution, laid over the
+# build root's (tasks/build/buildroot.py makes these mount points). Certificates come
+# from the build root's own ca-certificates.
+HOST_ETC_NETWORK = ("resolv.conf", "gai.conf", "protocols", "services")
+# Laid over the build root's /etc: only root and nobody exist, and names resolve locally.
 GENERATED_ETC = {
     "passwd": "root:x:0:0:root:/dappdeps/home:/bin/bash\n"
               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -86,28 +86,24 @@ def _escape(path):
     return str(path).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def host_binds(scratch, network):
+def etc_binds(scratch, network):
+    """The generated /etc files (and the host's name resolution with network), bound
+    over the build root's /etc."""
     args = []
-    for name in HOST_DIRS:
-        path = Path("/") / name
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
     etc = Path(scratch) / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     for name, text in GENERATED_ETC.items():
         (etc / name).write_text(text)
         args += ["--ro-bind", str(etc / name), f"/etc/{name}"]
-    for name in HOST_ETC + (HOST_ETC_NETWORK if network else ()):
+    for name in HOST_ETC_NETWORK if network else ():
         path = Path("/etc") / name
-        if os.path.lexists(path):
+        if path.is_file():
             args += ["--ro-bind", str(path), str(path)]
     return args
 
 
 def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scratch, base="/",
-            host=True):
+            root=None):
     """The full argv: unshare -m sh -c '<mount overlays>; exec bwrap ... argv'.
 
     overlays: [(Overlay, prefix_in_sandbox, writable)]
@@ -115,13 +111,16 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
     binds:    extra read-only files [(host_path, sandbox_path)]
     scratch:  a host folder for mount points and the empty lower layer
     base:     folder the mount script runs in; overlay paths are made relative to it
-    host:     bind the host's /usr, /bin, /lib... read-only and a generated /etc (False:
-              an empty root, like a FROM-scratch container with only the prefixes mounted)
+    root:     bwrap arguments binding the build root's /usr, /bin, /lib..., /etc read-only
+              (tasks/build/buildroot.py sandbox_binds), with a generated /etc on top; None:
+              an empty root, like a FROM-scratch container with only the prefixes mounted
     """
     scratch = Path(scratch)
     empty = scratch / "empty"
     empty.mkdir(parents=True, exist_ok=True)
-    lines = ["set -e", f"cd {shlex.quote(str(base))}"]
+    # the caller's umask must not reach the outputs' modes (issue 14: a umask of 027
+    # made every image digest differ and left programs a non-root user cannot run)
+    lines = ["set -e", "umask 022", f"cd {shlex.quote(str(base))}"]
     bw = ["bwrap",
           # uid 0 inside is uid 0 outside (outputs owned by root), but with no capability:
           # no mount/remount, mknod, ptrace, module loading, DAC override
@@ -133,8 +132,8 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
           "--hostname", "dappdeps", "--tmpfs", "/"]
     if not network:
         bw.append("--unshare-net")
-    if host:
-        bw += host_binds(scratch, network)
+    if root is not None:
+        bw += list(root) + etc_binds(scratch, network)
     # /proc/sys: the kernel checks its writes against uid 0, not capabilities
     bw += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
            "--tmpfs", "/tmp"]
@@ -149,7 +148,10 @@ def command(*, overlays, mounts, binds, env, argv, network=False, chdir=SRC, scr
     bw += ["--remount-ro", "/", "--chdir", chdir, "--clearenv"]
     # only uid/gid 0 exist in the namespace: a tar run inside must not try to chown
     env = dict({"TAR_OPTIONS": "--no-same-owner"}, **env)
-    for key, value in env.items():
+    items = list(env.items())
+    if os.environ.get("DAPPDEPS_REPRO_VARIANT") == "1":
+        items.reverse()     # doit repro: the same environment in another order
+    for key, value in items:
         bw += ["--setenv", key, value]
     bw += list(argv)
     lines.append("exec " + " ".join(shlex.quote(a) for a in bw))

@@ -11,10 +11,16 @@ scratch folder next to the stage and swapped in by renames; the key is written
 after that. A run killed at any point leaves the previous complete output or no
 key, and both make the next run redo exactly this component. Scratch names carry
 the process and thread, so two runs (or threads) never share one.
+
+Two locks per component, next to its folder: `.<comp>.lock` (locked(): one build of it
+at a time) and `.<comp>.output.lock`, held shared by every build that mounts the output
+(using()) and exclusive while it is swapped in or removed (replacing()), so an output
+never changes under a build that uses it: the replacement waits.
 """
 import os
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from tasks.build import manifest, verify
 from tasks.core import canonical, files
@@ -48,6 +54,62 @@ def lock_path(comp):
     return comp.stage_dir.with_name(f".{comp.name}.lock")
 
 
+def output_lock(cfg, dist_name, name):
+    """cache/stage/<dist>/.<component>.output.lock (see the module's doc)."""
+    return cfg.stage_of(dist_name, name).with_name(f".{name}.output.lock")
+
+
+_LOCAL = threading.local()
+
+
+def _held():
+    """The output locks this thread holds: {path: "shared" | "exclusive"}. flock belongs
+    to the open file, so a thread asking again through a new one would wait for itself."""
+    if not hasattr(_LOCAL, "held"):
+        _LOCAL.held = {}
+    return _LOCAL.held
+
+
+@contextmanager
+def using(cfg, outputs, task):
+    """Hold the outputs [(distribution, component)] a build mounts, shared, in sorted
+    order: other builds may use them too, nobody replaces or removes them meanwhile.
+    What this thread already holds is not taken again."""
+    held = _held()
+    with ExitStack() as stack:
+        for dist_name, name in sorted(set(outputs)):
+            path = output_lock(cfg, dist_name, name)
+            if path in held:
+                continue
+            said = f"{task}: waiting while its input {dist_name}/{name} is replaced"
+            stack.enter_context(files.flocked(path, shared=True,
+                                              on_wait=lambda said=said: say(said)))
+            held[path] = "shared"
+            stack.callback(held.pop, path, None)
+        yield
+
+
+@contextmanager
+def replacing(comp):
+    """Hold the component's output exclusively (to swap it in or remove it): waits for
+    the builds, of this run or another, that use it. Taken again by the same thread it
+    is a no-op (build() holds it around publish and key, replace() takes it inside)."""
+    path = output_lock(comp.cfg, comp.dist.name, comp.name)
+    held = _held()
+    state = held.get(path)
+    if state == "exclusive":
+        yield
+        return
+    if state == "shared":       # it would wait for itself forever
+        raise RuntimeError(f"{comp.task}: this thread uses the output it is replacing")
+    with files.flocked(path, on_wait=lambda: say(f"{comp.task}: waiting for builds that use it")):
+        held[path] = "exclusive"
+        try:
+            yield
+        finally:
+            del held[path]
+
+
 def publish(comp, upper, entries, started, fetched):
     """Make the captured `upper` folder the component's output; returns the manifest
     digest (the caller writes the key)."""
@@ -72,21 +134,25 @@ def publish(comp, upper, entries, started, fetched):
 
 
 def replace(comp, new):
-    """Swap the complete output folder `new` in as the component's stage (renames)."""
+    """Swap the complete output folder `new` in as the component's stage (renames), once
+    no build uses the old one (replacing())."""
     stage_dir = comp.stage_dir
     # what the tree looks like now: a later edit of it shows (build/verify.py)
     files.write_atomic(new / verify.STAT_FILE, canonical.dumps(verify.stat_record(new / "tree")))
     files.syncfs(new)
     old = scratch(comp, "old")
-    if stage_dir.exists():
-        os.rename(stage_dir, old)
-    os.rename(new, stage_dir)
-    files.fsync_dir(stage_dir.parent)
+    with replacing(comp):
+        if stage_dir.exists():
+            os.rename(stage_dir, old)
+        os.rename(new, stage_dir)
+        files.fsync_dir(stage_dir.parent)
     files.force_rmtree(old)
 
 
 def remove(comp):
-    """`doit clean build:...`: forget the output (key first, so nothing counts as done)."""
-    (comp.stamp_path).unlink(missing_ok=True)
-    for path in (comp.stage_dir, comp.work_dir):
-        files.force_rmtree(path)
+    """`doit clean build:...`: forget the output (key first, so nothing counts as done),
+    once no build uses it."""
+    with replacing(comp):
+        (comp.stamp_path).unlink(missing_ok=True)
+        for path in (comp.stage_dir, comp.work_dir):
+            files.force_rmtree(path)

@@ -2,9 +2,10 @@
 
 Two depths:
   quick  every path's type, mode and size against manifest.json, no path missing or
-         added, and each file's (size, mtime_ns) against stat.json (recorded when the
-         output was published: stagedir.replace). Costs one lstat per path; run before
-         a tree is assembled, exported or pushed.
+         added, each hard link (an entry with "link") still one inode with its first
+         path, and each file's (size, mtime_ns) against stat.json (recorded when the
+         output was published: stagedir.replace). Costs one lstat per path (two for a
+         hard link); run before a tree is assembled, exported or pushed.
   full   the quick check plus the sha256 of every file and every symlink's target
          (`doit verify`).
 
@@ -35,6 +36,14 @@ def stat_record(tree):
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 files[rel] = [st.st_size, st.st_mtime_ns]
     return {"format": 1, "files": dict(sorted(files.items()))}
+
+
+def _same_inode(st, other):
+    try:
+        there = os.lstat(other)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (there.st_dev, there.st_ino)
 
 
 def repair_command(comp):
@@ -72,6 +81,8 @@ def problems(comp, full=False):
                 found.append(f"{rel}: {st.st_size} bytes, the manifest says {e['size']}")
             elif stat.S_IMODE(st.st_mode) != e["mode"]:
                 found.append(f"{rel}: mode {stat.S_IMODE(st.st_mode):o}, the manifest says {e['mode']:o}")
+            elif e.get("link") and not _same_inode(st, os.path.join(tree, e["link"])):
+                found.append(f"{rel}: no longer a hard link of {e['link']}")
             elif recorded is not None and recorded.get(rel, [None, None])[1] != st.st_mtime_ns:
                 found.append(f"{rel}: modified after the build (mtime changed)")
             elif full and sha256_file(full_path) != e["sha256"]:

@@ -83,15 +83,20 @@ def pid_alive(pid):
 
 
 @contextmanager
-def flocked(path, wait=True, on_wait=None):
-    """Hold an exclusive flock on `path` (created as needed). Yields True when it had to
-    wait for another holder (after calling on_wait()), False when it got the lock at once,
-    and None when `wait` is False and another process holds it. The kernel drops the lock when its holder dies."""
+def flocked(path, wait=True, on_wait=None, shared=False):
+    """Hold a flock on `path` (created as needed): exclusive, or with `shared` one that
+    other shared holders may hold too. Yields True when it had to wait for another holder
+    (after calling on_wait()), False when it got the lock at once, and None when `wait`
+    is False and another holder has it. Every call opens the file anew: flock belongs to
+    the open file, so two threads of one process exclude each other like two processes
+    (and one thread asking for a lock it already holds through another call waits for
+    itself). The kernel drops the lock when its holder dies."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
             waited = False
         except BlockingIOError:
             if not wait:
@@ -99,7 +104,7 @@ def flocked(path, wait=True, on_wait=None):
                 return
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fh, mode)
             waited = True
         yield waited
 

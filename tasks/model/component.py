@@ -72,6 +72,39 @@ class Component:
         return [c for c in order if c in wanted]
 
     @cached_property
+    def foreign_inputs(self):
+        """{distribution: [components]} of other distributions a build mounts, read-only
+        at their prefixes, in build order: the whole toolchain (it is the compiler), and
+        each component of a used distribution that this one or a local dependency
+        depends on, with that component's own dependencies. A distribution used only at
+        run time (config `uses`) is not mounted and not in the key (tasks/build/key.py)."""
+        wanted = {}
+        todo = [(self.dist.name, d) for c in [self.name] + self.local_deps
+                for d in self.cfg.recipes[c].depends if d not in self.dist.components]
+        while todo:
+            below, dep = todo.pop()
+            owner = self._owner(below, dep)
+            if owner is None or dep in wanted.setdefault(owner, set()):
+                continue
+            wanted[owner].add(dep)
+            todo += [(owner, d) for d in self.cfg.recipes[dep].depends]
+        if self.dist.toolchain:
+            wanted[self.dist.toolchain] = set(self.cfg.distributions[self.dist.toolchain].components)
+        order = [d for d in self.used_dists if d in wanted]
+        return {d: [c for c in self.cfg.distributions[d].components if c in wanted[d]]
+                for d in order}
+
+    def _owner(self, dist_name, comp):
+        """The distribution that provides `comp` to `dist_name`: itself or the nearest
+        distribution it uses (the same lookup config.py validates depends with)."""
+        order = [dist_name]
+        for name in order:
+            if comp in self.cfg.distributions[name].components:
+                return name
+            order += [u for u in self.cfg.distributions[name].uses if u not in order]
+        return None
+
+    @cached_property
     def used_dists(self):
         """Distributions this one uses, transitively, dependencies first."""
         seen = []
@@ -101,22 +134,22 @@ class Component:
         env.update(flags.compiler_env(self.cfg, self.dist))
         return env
 
-    def script(self):
-        """The build as one bash script: sources' fixups, patches, then the build system."""
+    def script(self, alternatives):
+        """The build as one bash script: the obtained sources' fixups, patches, then the
+        build system. alternatives: source id -> the Alternative the build unpacks
+        (tasks/build/key.py obtained()): only its fixup is in the script, so a byte-
+        identical alternative elsewhere changes neither the script nor the key."""
         r = self.recipe
         lines = ["set -euo pipefail", 'cd "$SRCDIR"']
         for key, value in r["environment"].items():
             assert env_key_check(key) is None, key     # validated when the recipe loaded
             lines.append(f"export {key}={dquote(value)}")
         for src in r.sources:
-            fixups = {alt.file: alt.fixup for alt in src.alternatives if alt.fixup}
-            for file, fixup in fixups.items():
+            fixup = alternatives[src.id].fixup
+            if fixup:
                 # names are validated when loaded; quoted anyway (defence in depth)
                 where = '"$SRCDIR"/' + shlex.quote(src.dest) if src.dest else '"$SRCDIR"'
-                meta = shlex.quote(f"/dappdeps/meta/{_safe(src.id)}.alternative")
-                lines.append(f"if [ \"$(cat {meta})\" = {shlex.quote(file)} ]; then")
-                lines.append(f"  (cd {where}\n{fixup.rstrip()}\n  )")
-                lines.append("fi")
+                lines.append(f"(cd {where}\n{fixup.rstrip()}\n)")
         for i, patch in enumerate(r.patches):
             lines.append("echo " + shlex.quote(f">>> patch {patch.name}"))
             lines.append("patch -p1 --forward --batch -i "
@@ -138,7 +171,3 @@ class Component:
         if r["post_install"]:
             lines += ['cd "$BUILDDIR"', "echo '>>> post_install'", r["post_install"].rstrip()]
         return "\n".join(lines) + "\n"
-
-
-def _safe(name):
-    return name.replace("/", "_")

@@ -50,6 +50,7 @@ class Config:
     recipes: dict                # name -> Recipe
     source_date_epoch: int
     sources: dict = field(default_factory=dict)  # source id -> Source
+    buildroot_dir: Path = None   # where build roots live (buildroot.dir or cache/buildroot)
 
     def component_order(self, dist):
         return self.distributions[dist].components
@@ -101,13 +102,19 @@ def config_path(repo_root):
 
 
 def _cache_folder(root, data, shown):
-    """cache_dir joined with the config's folder: absolute, normalised, not the host's."""
-    joined = os.path.normpath(os.path.join(root, data["cache_dir"]))
+    return _checked_folder(root, data["cache_dir"], shown, "cache_dir")
+
+
+def _checked_folder(root, value, shown, where):
+    """A folder of the config joined with the config's folder: absolute, normalised,
+    not the host's (it is wiped and rewritten as root)."""
+    joined = os.path.normpath(os.path.join(root, value))
     resolved = str(Path(joined).resolve())
     for folder in dict.fromkeys((joined, resolved)):
-        problem = host_folder_problem(folder, "dappdeps' cache (it is wiped and rewritten as root)")
+        what = "cache" if where == "cache_dir" else "build root folder"
+        problem = host_folder_problem(folder, f"dappdeps' {what} (it is wiped and rewritten as root)")
         if problem:
-            raise UserError(problem, shown, "cache_dir")
+            raise UserError(problem, shown, where)
     return Path(resolved)
 
 
@@ -139,6 +146,8 @@ def load_config(repo_root="."):
         jobs=data["jobs"], mirrors=tuple(data["mirrors"]), download=data["download"],
         distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"])
     cfg.sources = _sources(recipes, dists)
+    cfg.buildroot_dir = (_checked_folder(root, data["buildroot"]["dir"], shown, "buildroot.dir")
+                         if data["buildroot"]["dir"] else cache / "buildroot")
     return cfg
 
 

@@ -111,6 +111,28 @@ IMAGE_REGISTRY = Schema({
                      "distributions' images) or false (only `doit push:<image>`)"),
 }, "image registry settings")
 
+DEBIAN_PACKAGE = r"^[a-z0-9][a-z0-9.+-]{0,99}$"
+
+
+def _matches(pattern, what):
+    import re
+    return lambda v: None if re.match(pattern, v) else f"'{cut(v)}' is not {what}."
+
+
+BUILDROOT = Schema({
+    # the Debian release of the tree every build runs in (tasks/build/buildroot.py)
+    "suite": Field(str, default="bookworm", check=_matches(r"^[a-z][a-z0-9-]{1,30}$",
+                   "a Debian suite name such as bookworm or trixie")),
+    "packages": Field(list, default=list, item=Field(str, check=_matches(
+        DEBIAN_PACKAGE, "a Debian package name")), expect="a list of Debian package names"),
+    # empty: the Debian mirror of the host's own apt sources
+    "mirror": Field(str, default="", check=lambda v: None if not v or
+                    v.startswith(("http://", "https://", "file:///")) else
+                    f"'{cut(v)}' is not a mirror URL (http://, https:// or file:///)."),
+    # empty: <cache_dir>/buildroot; another folder lets several caches share one root
+    "dir": Field(str, default=""),
+}, "build root settings")
+
 CONFIG = Schema({
     "prefix_root": Field(str, default="/.dapp/deps", check=prefix_root_check),
     "cache_dir": Field(str, default="cache"),
@@ -129,4 +151,5 @@ CONFIG = Schema({
     "checks": Field(CHECKS, default=dict),
     "buildcache": Field(BUILDCACHE, default=dict),
     "image_registry": Field(IMAGE_REGISTRY, default=dict),
+    "buildroot": Field(BUILDROOT, default=dict),
 }, "configuration")

@@ -22,6 +22,9 @@ class Stage:
 STAGES = (
     Stage("check-host", "host", "Verify the host tools the sandboxed builds need (LFS version-check.sh).",
           default=True, builds=False, colour="#8d99ae", why="host tools are missing"),
+    Stage("buildroot", "buildroot", "Make (or pull) the pinned Debian tree every build runs in (buildroot: in config.yaml).",
+          default=False, builds=True, colour="#2a9d8f", why="no build root for this spec yet",
+          locked=True),
     Stage("fetch", "fetch", "Download and sha256-verify every source of every recipe (cache/downloads).",
           default=False, builds=True, colour="#4c78a8", why="not in the download cache"),
     Stage("build", "build", "Compile each component in its sandbox; output in cache/stage/<dist>/<component>.",
@@ -47,6 +50,8 @@ STAGES = (
           default=False, builds=False, colour="#a0a0a0", locked=True),
     Stage("check-images", "check_images", "Smoke tests in containers of other images (checks.images), tools mounted --volumes-from.",
           default=True, builds=False, colour="#ff9da6", locked=True),
+    Stage("repro", "repro", "Build a distribution again (other cache, clock, umask, jobs, env order) and compare file by file.",
+          default=False, builds=False, colour="#17becf", locked=True),
     Stage("reclaim", "reclaim", "Remove leftovers of killed runs, failed builds' work folders and superseded images.",
           default=False, builds=False, colour="#bab0ac"),
 )

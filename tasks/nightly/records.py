@@ -8,6 +8,7 @@ from tasks.model.pipeline import STAGES
 from tasks.ship.engine import read_loaded
 from tasks.ship.image import image_paths, read_result
 from tasks.ship.legal_info import image_components, legal_paths
+from tasks.verify.repro import summary_path
 
 # Why a task ran when its up-to-date check leaves no reason in tasks.model.stamp.REASONS.
 FALLBACK_WHY = {stage.name: stage.why for stage in STAGES if stage.why}
@@ -145,4 +146,31 @@ def check_results(cfg, dist_name):
                         **{k: str(found.get(k, "")) for k in ENGINE_KEYS}, "image": ref,
                         "passed": sum(1 for r in results if r.get("status") == 0),
                         "total": len(results)})
+    return out
+
+
+REPRO_SHOWN = 5
+
+
+def repro_records(cfg):
+    """The latest repro:<dist> measurement of each distribution that has one
+    (cache/reports/repro-<dist>.json): when, how many files were bit-identical, and the
+    first differing files with their hints."""
+    out = []
+    for dist in cfg.distributions.values():
+        path = summary_path(cfg.cache, dist.name)
+        try:
+            doc = json.loads(path.read_text())
+            totals = doc["totals"]
+            differing = [{"component": str(c["name"]), "path": str(d["path"]), "hint": str(d["hint"])}
+                         for c in doc["components"] for d in c["differing"]]
+            item = {"distribution": dist.name, "when": str(doc["when"]), "ok": doc["ok"] is True,
+                    "files": int(totals["files"]), "identical": int(totals["identical"]),
+                    "percent": float(totals["percent"]), "differing": len(differing),
+                    "examples": differing[:REPRO_SHOWN],
+                    "images_same": all(im.get("same") is True for im in doc.get("images") or []),
+                    "summary": relative(path, cfg.root)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue                        # never measured, or not a summary we wrote
+        out.append(item)
     return out

@@ -153,6 +153,7 @@ def render_html(report, report_dir):
                            + (f" (tar {fmt_size(im.get('size'))})" if im.get("size") else "") + "</h3>")
                 out.append(chart)
 
+    out += _repro(report.get("repro") or [], link)
     out.append(f'<h2 id="tasks">Tasks ({len(tasks)})</h2>')
     out.append('<table><tr><th>status</th><th>task</th><th>why it ran</th><th class="num">started</th>'
                '<th class="num">duration</th></tr>')
@@ -169,6 +170,31 @@ def render_html(report, report_dir):
                f'{e(report.get("config", ""))}</p>')
     out += ["</main>", "</body>", "</html>"]
     return "\n".join(out) + "\n"
+
+
+def _repro(records, link):
+    """The latest repro:<dist> measurements (docs/reproducibility.md), if any."""
+    if not records:
+        return []
+    e = esc
+    out = ['<h2 id="repro">Reproducibility</h2>',
+           '<p class="meta">the latest <code>doit repro:&lt;dist&gt;</code> of each distribution: '
+           'a second build under other conditions, compared file by file</p>',
+           '<table><tr><th>distribution</th><th>result</th><th>measured</th>'
+           '<th class="num">bit-identical</th><th>differing files (hint)</th><th>summary</th></tr>']
+    for r in records:
+        shown = "<br>".join(f"<code>{e(x['component'])}/{e(x['path'])}</code> ({e(x['hint'])})"
+                            for x in r["examples"])
+        more = r["differing"] - len(r["examples"])
+        shown += f"<br>and {more} more" if more > 0 else ""
+        if not r["images_same"]:
+            shown += ("<br>" if shown else "") + "image digests differ"
+        out.append(f'<tr><td>{e(r["distribution"])}</td><td>{_badge("ok" if r["ok"] else "failed")}</td>'
+                   f'<td>{e(r["when"])}</td><td class="num">{r["percent"]:.2f} % of {r["files"]}</td>'
+                   f'<td>{shown or "none"}</td>'
+                   f'<td><a href="{link(r["summary"])}"><code>{e(r["summary"])}</code></a></td></tr>')
+    out.append("</table>")
+    return out
 
 
 def render_index(runs):

@@ -57,6 +57,7 @@ def render_markdown(report):
                 "| --- | --- | --- | --- | ---: |"]
         out += [f"| {name} | {engine} | {_md_cell(label)} | `{base}` | {count}{'' if ok else ' FAILED'} |"
                 for name, engine, label, base, count, ok in checks]
+    out += _repro(report.get("repro") or [])
     fresh = [t for t in report["tasks"] if t["status"] in ("up-to-date", "ignored")]
     if fresh:
         out += ["", f"## Up to date ({len(fresh)})", ""]
@@ -72,3 +73,21 @@ def render_markdown(report):
         tail += f"; this report: `{report['report_dir']}/report.html`"
     out += ["", tail + "."]
     return "\n".join(out) + "\n"
+
+
+def _repro(records):
+    """The latest repro:<dist> measurements (docs/reproducibility.md), if any."""
+    if not records:
+        return []
+    out = ["", "## Reproducibility", "",
+           "| distribution | measured | bit-identical | differing files | summary |",
+           "| --- | --- | ---: | --- | --- |"]
+    for r in records:
+        shown = ", ".join(f"`{e['component']}/{e['path']}` ({e['hint']})" for e in r["examples"])
+        more = r["differing"] - len(r["examples"])
+        shown += f" and {more} more" if more > 0 else ""
+        if not r["images_same"]:
+            shown += ("; " if shown else "") + "image digests differ"
+        out.append(f"| {r['distribution']} | {r['when']} | {r['percent']:.2f} % of {r['files']} | "
+                   f"{r['differing']}{': ' + _md_cell(shown) if shown else ''} | `{r['summary']}` |")
+    return out

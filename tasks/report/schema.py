@@ -12,6 +12,7 @@ RESULTS = ("ok", "failed", "interrupted", "error")
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 _num = {"type": "number", "minimum": 0}
+_count = {"type": "integer", "minimum": 0}
 _opt_num = {"type": ["number", "null"], "minimum": 0}
 _opt_str = {"type": ["string", "null"]}
 
@@ -24,6 +25,22 @@ REPORT_SCHEMA = {
                  "summary", "nothing_to_rebuild", "totals", "tasks", "images"],
     "additionalProperties": False,
     "properties": {
+        "repro": {"type": "array", "description": "the latest repro:<dist> of each "
+                  "distribution (cache/reports/repro-<dist>.json)",
+                  "items": {"type": "object", "additionalProperties": False,
+                            "required": ["distribution", "when", "ok", "files", "identical",
+                                         "percent", "differing", "examples", "images_same",
+                                         "summary"],
+                            "properties": {
+                                "distribution": {"type": "string"}, "when": {"type": "string"},
+                                "ok": {"type": "boolean"}, "files": _count, "identical": _count,
+                                "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                                "differing": _count, "images_same": {"type": "boolean"},
+                                "summary": {"type": "string"},
+                                "examples": {"type": "array", "items": {
+                                    "type": "object", "required": ["component", "path", "hint"],
+                                    "properties": {k: {"type": "string"} for k in
+                                                   ("component", "path", "hint")}}}}}},
         "format": {"const": FORMAT},
         "id": {"type": "string", "pattern": RUN_ID.pattern},
         "started": {"type": "string", "format": "date-time"},

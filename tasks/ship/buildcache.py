@@ -25,7 +25,7 @@ from tasks.core.log import say
 from tasks.ship import credentials, registry
 from tasks.ship.layer import unpack_layer, verify_output, write_layer
 from tasks.core.errors import UserError
-from tasks.build import sandbox, stagedir, verify
+from tasks.build import buildroot, manifest, sandbox, stagedir, verify
 from tasks.build.key import component_key, engine_digest
 
 MEDIA_CONFIG = "application/vnd.dappdeps.component.config.v1+json"
@@ -127,7 +127,9 @@ class BuildCache:
         except (registry.RegistryError, OSError) as exc:
             self.disable(comp.task, exc)
             return False
-        stamp.write(manifest=config["manifest"], seconds=round(time.time() - started, 1),
+        entries = canonical.load(comp.manifest_path)["entries"]   # checked by _install
+        stamp.write(manifest=config["manifest"], content=manifest.content_digest(entries),
+                    seconds=round(time.time() - started, 1),
                     pulled={"registry": self.url, "repository": repo, "digest": digest})
         comp.log_path.parent.mkdir(parents=True, exist_ok=True)
         comp.log_path.write_text(f"# {comp.task} {comp.recipe.version} pulled from "
@@ -316,3 +318,92 @@ def _install(client, repo, layer_desc, comp, config):
     finally:
         files.force_rmtree(scratch)
     return layer_desc["size"]
+
+
+# ---- the build root ---------------------------------------------------------------
+# One artifact per build root spec, in repository <buildcache.repository>/buildroot,
+# tagged with the spec digest; the same layer format as a component's output. The
+# config names the identity (package=version list digest) the pulled tree must give.
+MEDIA_BUILDROOT = "application/vnd.dappdeps.buildroot.config.v1+json"
+
+
+def pull_buildroot(cfg):
+    """Make the configured build root from the build cache; True when it did."""
+    cache = for_config(cfg)
+    if not cache.active:
+        return False
+    repo = registry.repository_name(cache.settings["repository"], "buildroot")
+    tag = buildroot.spec_digest(cfg)
+    started = time.time()
+    target = buildroot.folder(cfg)
+    work = target.with_name(f".{target.name}.pull-{files.unique_suffix()}")
+    blob = target.with_name(f".{target.name}.layer-{files.unique_suffix()}.tar.gz")
+    try:
+        found = cache.client().get_manifest(repo, tag)
+        if found is None:
+            return False
+        doc = json.loads(found[0])
+        config = _parse_config(cache.client().blob_bytes(repo, doc["config"]))
+        if (doc["config"].get("mediaType") != MEDIA_BUILDROOT or len(doc.get("layers", ())) != 1
+                or config.get("spec") != buildroot.spec(cfg)):
+            raise registry.Corrupt("not a build root artifact of this spec")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cache.client().blob_to_file(repo, doc["layers"][0], blob)
+        unpack_layer(blob, work)
+        buildroot.check_pulled(cfg, work, config.get("identity"))
+        buildroot.publish(cfg, work)
+    except (registry.Corrupt, UserError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        say(f"warning: buildroot: rejected {cache.url}/{repo}:{tag[:12]}… from the build "
+            f"cache: {exc}; making it here.")
+        return False
+    except (registry.RegistryError, OSError) as exc:
+        cache.disable("buildroot", exc)
+        return False
+    finally:
+        blob.unlink(missing_ok=True)
+        files.force_rmtree(work)
+    say(f"buildroot: pulled from {cache.url}/{repo} in {time.time() - started:.1f} s")
+    return True
+
+
+def push_buildroot(cfg):
+    """Upload the configured build root (read-write mode); True when it did."""
+    cache = for_config(cfg)
+    if not cache.active or cache.mode != "read-write" or cache.push_refused:
+        return False
+    repo = registry.repository_name(cache.settings["repository"], "buildroot")
+    tag = buildroot.spec_digest(cfg)
+    folder = buildroot.folder(cfg)
+    layer = folder.with_name(f".{folder.name}.push-{files.unique_suffix()}.tar.gz")
+    started = time.time()
+    try:
+        ident = buildroot.identity(cfg)
+        layer_digest, layer_size = write_layer(folder, layer, cfg.source_date_epoch,
+                                               cache.settings["gzip_level"])
+        config = canonical.dumps({"format": FORMAT, "spec": ident["spec"],
+                                  "identity": ident["digest"],
+                                  "packages": ident["packages"]}).encode()
+        config_desc = {"mediaType": MEDIA_BUILDROOT, "size": len(config),
+                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()}
+        client = cache.client()
+        client.upload_blob(repo, config_desc["digest"], len(config), lambda: config)
+        client.upload_blob(repo, layer_digest, layer_size, lambda: open(layer, "rb"))
+        body = canonical.dumps({
+            "schemaVersion": 2, "mediaType": registry.MEDIA_MANIFEST, "config": config_desc,
+            "layers": [{"mediaType": MEDIA_LAYER, "size": layer_size, "digest": layer_digest}],
+            "annotations": {f"{ANNOTATION}.buildroot": ident["digest"]}}).encode()
+        client.put_manifest(repo, tag, body)
+    except (registry.AuthFailed, registry.Rejected) as exc:
+        cache.refuse_push("buildroot", exc)
+        return False
+    except UserError as exc:        # the root changed under the writer: never push it
+        say(f"warning: buildroot: not pushed: {exc.message}")
+        return False
+    except (registry.RegistryError, OSError, ValueError, KeyError) as exc:
+        cache.disable("buildroot", exc)
+        return False
+    finally:
+        layer.unlink(missing_ok=True)
+    say(f"buildroot: pushed to {cache.url}/{repo}:{tag[:12]}… ({_size(layer_size)}) in "
+        f"{time.time() - started:.1f} s")
+    return True

@@ -8,6 +8,9 @@ the way `docker save` of Docker 25+ does. Its single layer holds only the prefix
 (/.dapp/deps/<name>/<version>) and the parent folders; the image config declares the
 prefix as a VOLUME and carries OCI and per-component labels.
 
+Hard links of a component's tree (manifest entries with "link") stay hard links: the
+first path of the inode the image holds is a regular file, the others link to it.
+
 Deterministic: entries in manifest (path) order, written by tasks/ship/tarwriter.py
 (mtime = SOURCE_DATE_EPOCH, uid/gid 0, no names), stable JSON. Two exports of the same
 inputs are byte-identical, hence same digests.
@@ -234,6 +237,11 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
     files = 0
     content = 0                         # bytes of file contents as shipped (after strip)
     stage = str(stage_dir)
+    # hard links: (component, first path) of each inode with several paths, and the
+    # member written for it; that first path may be gone (a whiteout, an opaque folder,
+    # a replacing component, a pattern), then the first path still here is written
+    heads = {(e["component"], e["link"]) for e in entries if e.get("link")}
+    linked = {}
     try:
         parts = prefix.split("/")
         for i in range(1, len(parts) + 1):
@@ -246,6 +254,13 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
             elif kind == "symlink":
                 stream.symlink(name, e["target"])
             elif kind == "file":
+                group = (e["component"], e.get("link", e["path"]))
+                if group in linked:
+                    stream.hardlink(name, linked[group], e.get("mode", 0o644))
+                    files += 1
+                    continue
+                if group in heads:
+                    linked[group] = name    # the member later paths of the inode link to
                 src = f"{stage}/{e['component']}/tree/{e['path']}"
                 size = e["size"]
                 if stripper is not None:

@@ -3,7 +3,9 @@ tree/) as a deterministic tar.gz, and back, checked against its manifest.
 
 Written by the one tar writer (tasks/ship/tarwriter.py) into a gzip stream whose
 compressed bytes are hashed as they are written; read back with `tarfile`, member by
-member, refusing anything an output cannot hold.
+member, refusing anything an output cannot hold. Hard links of the tree (entries with
+"link") travel as hard link members and come back as one inode; verify_output's scan
+checks that.
 """
 import gzip
 import hashlib
@@ -62,6 +64,8 @@ def write_layer(stage_dir, out, epoch, level=6):
                     name = f"tree/{e['path']}"
                     if e["type"] == "dir":
                         stream.directory(name, e["mode"] & 0o7777)
+                    elif e["type"] == "file" and e.get("link"):
+                        stream.hardlink(name, f"tree/{e['link']}", e["mode"] & 0o7777)
                     elif e["type"] == "file":
                         stream.file(name, e["mode"] & 0o7777, e["size"], root / e["path"])
                     elif e["type"] == "symlink":
@@ -81,10 +85,12 @@ def write_layer(stage_dir, out, epoch, level=6):
 def unpack_layer(archive, dest):
     """Unpack a layer written by write_layer into dest (a new folder). Every member must
     be manifest.json, build.json or under tree/, inside a folder unpacked before it (so
-    nothing is written through a symlink), and of a kind an output holds."""
+    nothing is written through a symlink), and of a kind an output holds; a hard link
+    must name a regular file of tree/ unpacked before it (nothing else, nothing outside)."""
     dest = Path(dest)
     dest.mkdir(parents=True)
     dirs = {""}
+    regular = set()                     # tree/ files unpacked so far: hard link targets
     modes = []
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
@@ -109,6 +115,14 @@ def unpack_layer(archive, dest):
                     with open(path, "xb") as fh:
                         shutil.copyfileobj(src, fh, 1 << 20)
                     os.chmod(path, m.mode & 0o7777)
+                    if parts[0] == "tree":
+                        regular.add(name)
+                elif m.islnk() and name not in _TOP:
+                    if m.linkname not in regular:
+                        raise registry.Corrupt(f"layer member {name!r} is a hard link to "
+                                               f"{m.linkname!r}, not to a file of the tree "
+                                               "unpacked before it")
+                    os.link(dest / m.linkname, path, follow_symlinks=False)
                 elif m.issym() and name not in _TOP:
                     os.symlink(m.linkname, path)
                 elif m.ischr() and m.devmajor == 0 and m.devminor == 0 and name not in _TOP:

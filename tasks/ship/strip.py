@@ -54,7 +54,9 @@ class Stripper:
     prepare() returns the path and size to ship (the stripped temp file, or the stage's
     file itself); release() deletes the temp file once its bytes are in the layer (the
     hasher may still hold an fd on it: unlinking is safe). One temp file exists at a time,
-    so disk use is bounded by the largest binary and memory is untouched."""
+    so disk use is bounded by the largest binary and memory is untouched. A hard-linked
+    file is prepared once: image.py writes its other paths as hard link members of the
+    stripped one, never as second stripped copies."""
 
     def __init__(self, workdir):
         self.tool = strip_tool()

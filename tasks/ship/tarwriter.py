@@ -1,6 +1,9 @@
 """THE tar writer of dappdeps: image layers (tasks/ship/image.py) and build-cache layers
 (tasks/ship/layer.py) are both written here.
 
+Members: folders, regular files, symlinks, hard links to a file member written before
+(LNKTYPE), 0/0 character devices (overlay whiteouts).
+
 Deterministic ustar: headers built here, entries in the caller's order, mtime given,
 uid/gid 0, no user/group names, PAX records only for names over 255 bytes or not ASCII
 (and link targets over 100 bytes), with fixed contents. The same calls give the same bytes.
@@ -37,7 +40,7 @@ ASSEMBLE_AGAIN = "Run the assemble task again."
 
 
 # ---- tar headers -------------------------------------------------------------------
-DIR, FILE, SYMLINK, CHARDEV = b"5", b"0", b"2", b"3"
+DIR, FILE, HARDLINK, SYMLINK, CHARDEV = b"5", b"0", b"1", b"2", b"3"
 _PAX = b"x"
 
 
@@ -278,6 +281,11 @@ class TarStream:
 
     def symlink(self, name, target):
         self._add(tar_header(name, 0, 0o777, self.mtime, SYMLINK, target))
+
+    def hardlink(self, name, target, mode):
+        """A hard link (LNKTYPE, no contents) to `target`, the name of a regular file
+        member written before it in this archive."""
+        self._add(tar_header(name, 0, mode, self.mtime, HARDLINK, target))
 
     def chardev(self, name, mode=0):
         """A character device 0:0 (an overlay whiteout)."""

@@ -287,3 +287,28 @@ def resolve(package, alt, cfg):
                          f"recipe pins {alt.sha256}; Debian changed the file or the pin is wrong: "
                          f"check it and update the recipe's sha256 (not downloaded)")
     return url
+
+
+def host_mirror(etc=None):
+    """The Debian archive the host's apt reads (the first deb URI whose path ends in
+    /debian), or None: the build root is made from the same mirror (buildroot.mirror
+    in config.yaml overrides it). Never a name written into the repository."""
+    etc = Path(etc or HOST_ETC)
+    texts = []
+    main = etc / "sources.list"
+    if main.is_file():
+        texts.append(main.read_text(errors="replace"))
+    parts = etc / "sources.list.d"
+    if parts.is_dir():
+        texts += [p.read_text(errors="replace") for p in sorted(parts.iterdir())
+                  if p.is_file() and _PART_NAME.match(p.name)]
+    for text in texts:
+        for line in list_to_deb_src(text):
+            uri = line.split("]")[-1].split()[1] if "]" in line else line.split()[1]
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+        for stanza in _stanzas(text):
+            for uri in (_get(stanza, "URIs") or "").split():
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    return None

@@ -98,17 +98,24 @@ def prepare_dest(folder, work):
     return folder
 
 
-def extract(archive, into):
+def extract(archive, into, rooted=False):
     """Extract every member of archive into the empty folder `into` (the rules above);
-    returns the names of the special files that were dropped."""
+    returns the names of the special files that were dropped.
+
+    rooted: the archive is a root file system (the build root): its symbolic links,
+    absolute ones included, are read inside the sandbox where the tree is /, so they
+    are kept as they are; the host never follows them (nothing is written through a
+    link, and the sandbox recreates top-level links instead of binding them)."""
     into = os.path.realpath(into)
     dropped = []
     safe_dirs = {into}
     try:
         with tarfile.open(archive) as tar:
             tar.errorlevel = 2
-            tar.extractall(into, filter=lambda m, path: _filter(m, into, safe_dirs, dropped))
-        _check_tree(into)
+            tar.extractall(into, filter=lambda m, path: _filter(m, into, safe_dirs, dropped,
+                                                                  rooted))
+        if not rooted:
+            _check_tree(into)
     except _Refused as exc:
         raise UserError(f"{Path(archive).name}: member '{cut(exc.member)}' {exc.why}; the archive "
                         "is refused (nothing of it is used).", field="sources") from None
@@ -122,7 +129,7 @@ def _parts(name):
     return [p for p in name.split("/") if p not in ("", ".")]
 
 
-def _filter(member, root, safe_dirs, dropped):
+def _filter(member, root, safe_dirs, dropped, rooted=False):
     name = member.name
     if name.startswith("/") or member.name.startswith("\\"):
         raise _Refused(name, "has an absolute name")
@@ -135,7 +142,9 @@ def _filter(member, root, safe_dirs, dropped):
         dropped.append(name)             # devices, fifos, unknown types
         return None
     _no_link_on_the_way(root, parts, safe_dirs, name)
-    if member.issym():
+    if member.issym() and rooted:
+        _forget(safe_dirs, os.path.join(root, *parts))
+    elif member.issym():
         if member.linkname.startswith("/"):
             raise _Refused(name, f"is a link to the absolute path {cut(member.linkname)}")
         if _escapes(root, parts[:-1], member.linkname):

@@ -23,6 +23,10 @@ project.cache.mkdir(parents=True, exist_ok=True)
 # Builds run as root and their work folders hold what a build made (perhaps a setuid
 # file, until the capture clears it): nobody else may reach into the cache.
 project.cache.chmod(0o700)
+# What this process writes (unpacked sources, stage folders, layers, images) gets the
+# same modes whatever the caller's umask: a umask of 027 once made every image digest
+# differ and left programs a non-root user could not run (docs/reproducibility.md).
+os.umask(0o022)
 
 
 def module_of(stage):

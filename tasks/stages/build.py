@@ -1,6 +1,8 @@
 """Stage: build. One task per component (build:<dist>/<component>): its output in
 cache/stage/<dist>/<component>, pulled from the build cache when it has the key,
 else built in the component's sandbox (and then pushed to the cache)."""
+from doit.exceptions import TaskFailed
+
 from tasks.build import builder, leftovers, stagedir
 from tasks.build.key import component_key
 from tasks.core.log import say
@@ -17,8 +19,11 @@ def components():
 
 
 def make(comp):
-    """The build:<dist>/<component> action: the cache first, the builder second."""
-    with stagedir.locked(comp) as waited:
+    """The build:<dist>/<component> action: the cache first, the builder second. The
+    outputs the build mounts are held shared (stagedir.using) from the first key to the
+    push: a run replacing one of them waits until this build is published and pushed."""
+    with stagedir.locked(comp) as waited, \
+            stagedir.using(comp.cfg, builder.inputs(comp), comp.task):
         stamp = component_key(comp)
         # another run may have built it while we waited, or just before we took the lock
         # (this run's check found it stale: REASONS; `doit -a` skips that check)
@@ -29,9 +34,27 @@ def make(comp):
         if buildcache.pull(comp, stamp):
             return True
         result = builder.build(comp, reason)
-        if result is True:
-            buildcache.push(comp, component_key(comp))
-        return result
+        if result is not True:
+            return result
+        return _push(comp)
+
+
+def _push(comp):
+    """Push the output just built, only while its inputs are still what its key says (an
+    input replaced without the lock after the publish: nothing is pushed)."""
+    stamp = component_key(comp)
+    stored = stamp.stored()
+    if stored is None:
+        return TaskFailed(f"{comp.task}: its key.json is gone right after its build; "
+                          "nothing is pushed")
+    changed = builder.changed_input(comp, stored.get("inputs", {}))
+    if changed:
+        message = (f"{comp.task}: its input {changed} changed after its output was "
+                   "published; nothing is pushed and the next run builds it again.")
+        say(message)
+        return TaskFailed(message)
+    buildcache.push(comp, stamp)
+    return True
 
 
 def current(comp):
@@ -50,13 +73,13 @@ def tasks():
     for comp in components():
         r = comp.recipe
         deps = [f"build:{comp.dist.name}/{d}" for d in r.depends if d in comp.dist.components]
-        deps += [f"assemble:{u}" for u in comp.dist.uses]
+        deps += [f"build:{d}/{c}" for d, comps in comp.foreign_inputs.items() for c in comps]
         deps += [f"fetch:{s.id}" for s in r.sources]
         yield {
             "name": f"{comp.dist.name}/{comp.name}",
             "doc": f"{r.name} {r.version}: {r.description}",
             "actions": [(make, [comp])],
             "uptodate": [current(comp)],
-            "task_dep": ["check-host"] + deps,
+            "task_dep": ["check-host", "buildroot"] + deps,
             "clean": [(stagedir.remove, [comp])],
         }

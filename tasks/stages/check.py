@@ -33,7 +33,7 @@ def check_stamp(cfg, dist_name):
     digests = {}
     for name in chain:
         try:
-            digests[name] = canonical.load(cfg.assembled_stamp(name)).get("manifest")
+            digests[name] = canonical.load(cfg.assembled_stamp(name)).get("content")
         except (OSError, ValueError):
             digests[name] = None
     files = {}

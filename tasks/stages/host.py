@@ -1,21 +1,18 @@
-"""Stage: check-host. Like LFS's version-check.sh: the host tools stage-0 builds need.
+"""Stage: check-host. Like LFS's version-check.sh, for what is left on the host: the
+sandbox tools and the maker of the build root (the compilers are in the build root).
 
 Fails early, before any download or compile, with every missing tool and the
 Debian package that provides it.
 """
 import shutil
 
-# tool -> Debian package. The stage-0 toolchain is built by the host compiler;
-# bwrap/unshare run the sandboxes; tar/xz/bzip2/gzip unpack sources.
+# tool -> Debian package. Builds run in the build root (tasks/build/buildroot.py), not
+# on the host's tools: the host needs Linux, Python, bubblewrap and util-linux's unshare
+# and mount for the sandboxes, and mmdebstrap to make the build root (unless the build
+# cache holds it). Source downloads from Debian's archive (`debian:` locations) need apt.
 HOST_TOOLS = {
     "bwrap": "bubblewrap", "unshare": "util-linux", "mount": "mount",
-    "tar": "tar", "xz": "xz-utils", "bzip2": "bzip2", "gzip": "gzip", "patch": "patch",
-    "bash": "bash", "make": "make", "gcc": "gcc", "g++": "g++", "ld": "binutils",
-    "bison": "bison", "flex": "flex", "gawk": "gawk", "m4": "m4", "makeinfo": "texinfo",
-    "perl": "perl", "python3": "python3", "sed": "sed", "grep": "grep", "diff": "diffutils",
-    "find": "findutils", "file": "file", "apt-get": "apt",
-    # Without msgfmt glibc silently leaves out its translations: another output.
-    "msgfmt": "gettext",
+    "mmdebstrap": "mmdebstrap", "apt-get": "apt",
 }
 
 

@@ -74,7 +74,7 @@ def _run_smoke(cfg, dist_name, log, env, chain, bash, scratch):
         cmd = sandbox.command(
             overlays=overlays, mounts=[(scratch / "tmp", "/tmp", True)],
             binds=[(cfg.recipes_dir / "checks", "/dappdeps/check")] if (cfg.recipes_dir / "checks").is_dir() else [],
-            env=env, argv=argv, scratch=scratch, base=cfg.cache, host=False, chdir="/tmp")
+            env=env, argv=argv, scratch=scratch, base=cfg.cache, chdir="/tmp")
         start = time.time()
         with open(log, "a") as fh:
             fh.write(f"$ {expanded}   [{comp}]\n")
