@@ -12,6 +12,8 @@ import pytest
 from conftest import run_doit
 from fixtures import TEST_BUILDROOT, TEST_BUILDROOT_DIR, FixtureProject
 from registryfixture import RegistryServer, available
+from tasks.build import manifest as mf
+from tasks.core import canonical
 
 HOST_ONLY = "/usr/bin/podman"        # installed on the host by ./setup, not in the root
 
@@ -46,11 +48,11 @@ def test_a_build_sees_the_build_root_and_nothing_of_the_hosts(tmp_path):
     assert entry["path"] == "share/seen" and entry["mode"] == 0o644
 
 
-def test_the_build_root_identity_is_in_every_key(tmp_path):
+def test_the_build_root_identity_is_in_every_key(tmp_path, test_buildroot):
     proj = probe_project(tmp_path)
     run_doit(proj.root / "config.yaml", "build:p/probe", check=True)
     key = json.loads((proj.cache / "stage/p/probe/key.json").read_text())
-    ident = json.loads(next(TEST_BUILDROOT_DIR.glob("*/identity.json")).read_text())
+    ident = json.loads((test_buildroot.parent / "identity.json").read_text())
     assert key["inputs"]["buildroot"] == ident["digest"]
     assert any(p.startswith("gcc=") for p in ident["packages"])
     # another build root (another package list) gives another key: the build runs again
@@ -84,27 +86,26 @@ def test_a_second_machine_pulls_the_identical_root_and_a_tampered_one_is_refused
         assert buildroot.identity(second) == buildroot.identity(first)
         assert buildroot.installed_packages(buildroot.tree(second)) == \
             buildroot.identity(first)["packages"]
-        # a registry that serves a root whose packages do not give the named identity
+        assert not buildcache.push_buildroot(first)        # already there: not again
+    # a registry that serves a root whose packages do not give the identity it names
+    with RegistryServer(tmp_path / "registry2") as bad:
+        settings["url"] = bad.url
+        first = _cfg(TEST_BUILDROOT_DIR, **settings)
         third = _cfg(tmp_path / "machine3", **settings)
         status = buildroot.tree(first) / "var/lib/dpkg/status"
-        saved = status.read_bytes()
+        manifest = buildroot.folder(first) / "manifest.json"
+        saved, kept = status.read_bytes(), manifest.read_bytes()
         try:
             status.write_bytes(saved.replace(b"Package: make\n", b"Package: mak3\n"))
-            manifest = buildroot.folder(first) / "manifest.json"
-            kept = manifest.read_bytes()
-            from tasks.build import manifest as mf
-            from tasks.core import canonical
             doc = canonical.load(manifest)
             doc["entries"] = mf.scan_tree(buildroot.tree(first))
             manifest.write_text(canonical.dumps(doc))
-            repo_tag = ("t/cache/buildroot", buildroot.spec_digest(first))
-            # push the tampered tree under the same tag, with the genuine identity digest
-            assert buildcache.push_buildroot(first)
-            assert reg.tags(repo_tag[0]) == [repo_tag[1]]
-            assert not buildcache.pull_buildroot(third)
-            assert buildroot.identity(third) is None
-            assert not any(p.name.startswith(".") for p in (tmp_path / "machine3").glob("*"))
+            assert buildcache.push_buildroot(first)    # names the genuine identity
         finally:
             status.write_bytes(saved)
             manifest.write_bytes(kept)
+        assert bad.tags("t/cache/buildroot") == [buildroot.spec_digest(first)]
+        assert not buildcache.pull_buildroot(third)
+        assert buildroot.identity(third) is None
+        assert not any(p.name.startswith(".") for p in (tmp_path / "machine3").glob("*"))
         shutil.rmtree(tmp_path / "machine2")

@@ -76,10 +76,17 @@ def test_an_opaque_folder_deleting_a_dependencys_files_needs_replaces(tmp_path):
     assert not (proj.cache / "stage/hard/b/key.json").exists()
 
 
-def test_an_opaque_folder_stays_deleted_in_the_assembled_tree(tmp_path):
+def test_an_opaque_folder_stays_deleted_in_the_assembled_tree_and_the_image(tmp_path):
     recipes = dict(OPAQUE, b=dict(OPAQUE["b"], replaces=["a"]))
     proj, config = project(tmp_path, recipes)
-    run_doit(config, "assemble:hard", check=True)
+    run_doit(config, "image:hard", check=True)
+    result = json.loads((proj.cache / "images/hard-1.0.json").read_text())
+    with tarfile.open(proj.cache / "images/hard-1.0.tar") as outer:
+        blob = outer.extractfile("blobs/sha256/" + result["layer"].split(":")[1]).read()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as layer:
+        names = {m.name.rsplit("/", 2)[-2] + "/" + m.name.rsplit("/", 1)[-1]
+                 for m in layer.getmembers() if m.isfile()}
+    assert "bin/bfile" in names and "bin/afile" not in names
     entries = json.loads((proj.cache / "stage/hard/b/manifest.json").read_text())["entries"]
     assert {"path": "bin", "type": "dir", "mode": 0o755, "opaque": True} in entries
     paths = {e["path"] for e in json.loads(

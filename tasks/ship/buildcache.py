@@ -117,9 +117,15 @@ class BuildCache:
             doc = _check_manifest(body, comp, stamp.key)
             config = _parse_config(self.client().blob_bytes(repo, doc["config"]))
             _check_config(config, comp, stamp.key)
-            size = _install(self.client(), repo, doc["layers"][0], comp, config)
-            if sandbox.stopping():          # a signal: the key must not be written now
-                return False
+            # the output and its key change together: no other run sees one without the other
+            with stagedir.replacing(comp):
+                size = _install(self.client(), repo, doc["layers"][0], comp, config)
+                if sandbox.stopping():          # a signal: the key must not be written now
+                    return False
+                entries = canonical.load(comp.manifest_path)["entries"]   # checked by _install
+                stamp.write(manifest=config["manifest"], content=manifest.content_digest(entries),
+                            seconds=round(time.time() - started, 1),
+                            pulled={"registry": self.url, "repository": repo, "digest": digest})
         except registry.Corrupt as exc:
             say(f"warning: {comp.task}: rejected {self.where(comp, stamp.key)} from the build "
                 f"cache: {exc}; building locally.")
@@ -127,10 +133,6 @@ class BuildCache:
         except (registry.RegistryError, OSError) as exc:
             self.disable(comp.task, exc)
             return False
-        entries = canonical.load(comp.manifest_path)["entries"]   # checked by _install
-        stamp.write(manifest=config["manifest"], content=manifest.content_digest(entries),
-                    seconds=round(time.time() - started, 1),
-                    pulled={"registry": self.url, "repository": repo, "digest": digest})
         comp.log_path.parent.mkdir(parents=True, exist_ok=True)
         comp.log_path.write_text(f"# {comp.task} {comp.recipe.version} pulled from "
                                  f"{self.url}/{repo}@{digest} "
@@ -367,7 +369,8 @@ def pull_buildroot(cfg):
 
 
 def push_buildroot(cfg):
-    """Upload the configured build root (read-write mode); True when it did."""
+    """Upload the configured build root (read-write mode) unless the registry has it;
+    True when it did."""
     cache = for_config(cfg)
     if not cache.active or cache.mode != "read-write" or cache.push_refused:
         return False
@@ -377,6 +380,8 @@ def push_buildroot(cfg):
     layer = folder.with_name(f".{folder.name}.push-{files.unique_suffix()}.tar.gz")
     started = time.time()
     try:
+        if cache.client().manifest_digest(repo, tag):
+            return False                # already there (another run or machine pushed it)
         ident = buildroot.identity(cfg)
         layer_digest, layer_size = write_layer(folder, layer, cfg.source_date_epoch,
                                                cache.settings["gzip_level"])
