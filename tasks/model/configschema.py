@@ -133,6 +133,25 @@ BUILDROOT = Schema({
     "dir": Field(str, default=""),
 }, "build root settings")
 
+SUITE = r"^[a-z][a-z0-9-]{1,30}$"
+
+
+def _suites_check(value):
+    if not value:
+        return "is empty: name at least one Debian suite, e.g. [bookworm, bookworm-security]."
+    twice = sorted({v for v in value if value.count(v) > 1})
+    return f"names {', '.join(twice)} twice." if twice else None
+
+
+DEBIAN = Schema({
+    # the suites `debian:` locations and `doit outdated` read, at the host's mirror URIs
+    # (tasks/sources/debian.py): *-security from its /debian-security, the others /debian
+    "suites": Field(list, default=lambda: ["bookworm", "bookworm-updates", "bookworm-security"],
+                    item=Field(str, check=_matches(SUITE, "a Debian suite name such as bookworm, "
+                                                   "bookworm-updates or trixie-security")),
+                    check=_suites_check, expect="a list of Debian suite names"),
+}, "Debian archive settings")
+
 CONFIG = Schema({
     "prefix_root": Field(str, default="/.dapp/deps", check=prefix_root_check),
     "cache_dir": Field(str, default="cache"),
@@ -152,4 +171,5 @@ CONFIG = Schema({
     "buildcache": Field(BUILDCACHE, default=dict),
     "image_registry": Field(IMAGE_REGISTRY, default=dict),
     "buildroot": Field(BUILDROOT, default=dict),
+    "debian": Field(DEBIAN, default=dict),
 }, "configuration")

@@ -52,6 +52,8 @@ STAGES = (
           default=True, builds=False, colour="#ff9da6", locked=True),
     Stage("repro", "repro", "Build a distribution again (other cache, clock, umask, jobs, env order) and compare file by file.",
           default=False, builds=False, colour="#17becf", locked=True),
+    Stage("outdated", "outdated", "Recipes against Debian's suites (debian.suites) and upstream: newer versions, CVEs fixed since.",
+          default=False, builds=False, colour="#c9a227", why="asks Debian and upstream each time"),
     Stage("reclaim", "reclaim", "Remove leftovers of killed runs, failed builds' work folders and superseded images.",
           default=False, builds=False, colour="#bab0ac"),
 )

@@ -36,7 +36,7 @@ from pathlib import Path
 from tasks.core import log
 from tasks.nightly.lock import RunLock
 from tasks.nightly.outcome import EXIT_LOCKED, iso, make_report
-from tasks.nightly.records import image_records, repro_records, task_records
+from tasks.nightly.records import image_records, outdated_records, repro_records, task_records
 from tasks.nightly.reporter import NightlyReporter
 from tasks.nightly.signals import Signals
 from tasks.report.formatting import fmt_seconds
@@ -226,6 +226,7 @@ def run_locked(cfg, args, opts):
     images = image_records(cfg, tasks)
     doc = make_report(cfg, run, tasks, images)
     doc["repro"] = repro_records(cfg)     # the latest doit repro:<dist>, if any
+    doc["outdated"] = outdated_records(cfg)   # the latest doit outdated, if any
     try:
         validate(doc)
     except ImportError:

@@ -8,6 +8,7 @@ from tasks.model.pipeline import STAGES
 from tasks.ship.engine import read_loaded
 from tasks.ship.image import image_paths, read_result
 from tasks.ship.legal_info import image_components, legal_paths
+from tasks.sources.outdated import report_path as outdated_report_path
 from tasks.verify.repro import summary_path
 
 # Why a task ran when its up-to-date check leaves no reason in tasks.model.stamp.REASONS.
@@ -174,3 +175,28 @@ def repro_records(cfg):
             continue                        # never measured, or not a summary we wrote
         out.append(item)
     return out
+
+
+OUTDATED_CVES = 10
+
+
+def outdated_records(cfg):
+    """The latest `doit outdated` (cache/reports/outdated.json), or None: when, which
+    suites, the totals, and per recipe its versions, verdict and the first CVE IDs."""
+    path = outdated_report_path(cfg.cache)
+    try:
+        doc = json.loads(path.read_text())
+        recipes = []
+        for r in doc["recipes"]:
+            deb, up = r.get("debian") or {}, r.get("upstream") or {}
+            recipes.append({
+                "recipe": str(r["recipe"]), "shipped": str(r["shipped"]),
+                "debian": deb.get("newest"), "suite": deb.get("suite"),
+                "upstream": up.get("newest"), "upstream_error": up.get("error"),
+                "verdict": str(r["verdict"]), "cve_count": len(r["cves"]),
+                "cves": [str(c) for c in r["cves"][:OUTDATED_CVES]], "note": str(r.get("note") or "")})
+        return {"when": str(doc["when"]), "suites": [str(s) for s in doc["suites"]],
+                "totals": {k: int(doc["totals"][k]) for k in ("current", "outdated", "security")},
+                "recipes": recipes, "summary": relative(path, cfg.root)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None                         # never run, or not a document we wrote

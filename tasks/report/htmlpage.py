@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tasks.report.formatting import (check_rows, engines_cell, esc, fmt_seconds, fmt_size, headline,
                                      image_state, short_digest)
+from tasks.report.markdown import outdated_cells
 from tasks.report.schema import STATUSES
 from tasks.report.svg import STATUS_COLORS, svg_bars, svg_image_sizes, svg_timeline
 
@@ -21,7 +22,7 @@ h3{font-size:15px;margin:14px 0 4px}
 .meta{color:#5a6270;font-size:13px}.meta a{color:#2b5fad}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;vertical-align:middle}
 .ok,.ran{background:#2e8540}.failed,.error{background:#c62828}.interrupted{background:#ef6c00}.blocked{background:#8e6c00}
-.up-to-date,.ignored,.not-run{background:#8d99ae}
+.up-to-date,.ignored,.not-run{background:#8d99ae}.security{background:#c62828}.outdated{background:#8e6c00}
 .summary{font-size:16px;margin:10px 0;padding:10px 14px;background:#fff;border-left:4px solid #2e8540;border-radius:3px}
 .summary.failed,.summary.error{border-color:#c62828;background:#fff}.summary.interrupted{border-color:#ef6c00;background:#fff}
 .cards{display:flex;gap:10px;flex-wrap:wrap;margin:10px 0}
@@ -154,6 +155,7 @@ def render_html(report, report_dir):
                 out.append(chart)
 
     out += _repro(report.get("repro") or [], link)
+    out += _outdated(report.get("outdated"), link)
     out.append(f'<h2 id="tasks">Tasks ({len(tasks)})</h2>')
     out.append('<table><tr><th>status</th><th>task</th><th>why it ran</th><th class="num">started</th>'
                '<th class="num">duration</th></tr>')
@@ -194,6 +196,28 @@ def _repro(records, link):
                    f'<td>{shown or "none"}</td>'
                    f'<td><a href="{link(r["summary"])}"><code>{e(r["summary"])}</code></a></td></tr>')
     out.append("</table>")
+    return out
+
+
+def _outdated(doc, link):
+    """The latest `doit outdated` (docs/outdated.md): the recipes that are not current."""
+    if not doc:
+        return []
+    e, t = esc, doc["totals"]
+    out = ['<h2 id="outdated">Outdated recipes</h2>',
+           f'<p class="meta"><code>doit outdated</code> of {e(doc["when"])} (suites: '
+           f'{e(", ".join(doc["suites"]))}): {t["current"]} current, {t["outdated"]} outdated, '
+           f'{t["security"]} with CVE fixes in Debian since the version shipped · '
+           f'<a href="{link(doc["summary"])}"><code>{e(doc["summary"])}</code></a></p>']
+    rows = [r for r in doc["recipes"] if r["verdict"] != "current"]
+    if rows:
+        out.append("<table><tr><th>recipe</th><th>shipped</th><th>Debian newest</th>"
+                   "<th>upstream newest</th><th>CVEs fixed since</th><th>verdict</th></tr>")
+        for r in rows:
+            debian, upstream, cves = outdated_cells(r)
+            out.append(f'<tr><td>{e(r["recipe"])}</td><td>{e(r["shipped"])}</td><td>{e(debian)}</td>'
+                       f'<td>{e(upstream)}</td><td>{e(cves)}</td><td>{_badge(r["verdict"])}</td></tr>')
+        out.append("</table>")
     return out
 
 

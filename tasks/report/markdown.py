@@ -58,6 +58,7 @@ def render_markdown(report):
         out += [f"| {name} | {engine} | {_md_cell(label)} | `{base}` | {count}{'' if ok else ' FAILED'} |"
                 for name, engine, label, base, count, ok in checks]
     out += _repro(report.get("repro") or [])
+    out += _outdated(report.get("outdated"))
     fresh = [t for t in report["tasks"] if t["status"] in ("up-to-date", "ignored")]
     if fresh:
         out += ["", f"## Up to date ({len(fresh)})", ""]
@@ -90,4 +91,33 @@ def _repro(records):
             shown += ("; " if shown else "") + "image digests differ"
         out.append(f"| {r['distribution']} | {r['when']} | {r['percent']:.2f} % of {r['files']} | "
                    f"{r['differing']}{': ' + _md_cell(shown) if shown else ''} | `{r['summary']}` |")
+    return out
+
+
+def outdated_cells(r):
+    """(Debian newest, upstream newest, CVEs) of a `doit outdated` record, as text."""
+    debian = f"{r['debian']} ({r['suite']})" if r.get("debian") else "-"
+    upstream = r.get("upstream") or r.get("upstream_error") or "-"
+    more = r["cve_count"] - len(r["cves"])
+    cves = ", ".join(r["cves"]) + (f" and {more} more" if more > 0 else "")
+    return debian, upstream, cves or "-"
+
+
+def _outdated(doc):
+    """The latest `doit outdated` (docs/outdated.md): the recipes that are not current."""
+    if not doc:
+        return []
+    t = doc["totals"]
+    out = ["", "## Outdated recipes", "",
+           f"`doit outdated` of {doc['when']} (suites: {', '.join(doc['suites'])}): "
+           f"{t['current']} current, {t['outdated']} outdated, {t['security']} with CVE fixes "
+           f"in Debian since the version shipped; `{doc['summary']}`"]
+    rows = [r for r in doc["recipes"] if r["verdict"] != "current"]
+    if rows:
+        out += ["", "| recipe | shipped | Debian newest | upstream newest | CVEs fixed since | verdict |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            debian, upstream, cves = outdated_cells(r)
+            out.append(f"| {_md_cell(r['recipe'])} | {_md_cell(r['shipped'])} | {_md_cell(debian)} | "
+                       f"{_md_cell(upstream)} | {_md_cell(cves)} | {r['verdict']} |")
     return out

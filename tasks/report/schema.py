@@ -9,6 +9,7 @@ FORMAT = 1
 
 STATUSES = ("ran", "failed", "blocked", "interrupted", "up-to-date", "ignored", "not-run")
 RESULTS = ("ok", "failed", "interrupted", "error")
+VERDICTS = ("current", "outdated", "security")        # doit outdated, per recipe
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 _num = {"type": "number", "minimum": 0}
@@ -41,6 +42,25 @@ REPORT_SCHEMA = {
                                     "type": "object", "required": ["component", "path", "hint"],
                                     "properties": {k: {"type": "string"} for k in
                                                    ("component", "path", "hint")}}}}}},
+        "outdated": {"type": ["object", "null"], "description": "the latest `doit outdated` "
+                     "(cache/reports/outdated.json, docs/outdated.md); null: never run",
+                     "additionalProperties": False,
+                     "required": ["when", "suites", "totals", "recipes", "summary"],
+                     "properties": {
+                         "when": {"type": "string"}, "summary": {"type": "string"},
+                         "suites": {"type": "array", "items": {"type": "string"}},
+                         "totals": {"type": "object", "additionalProperties": False,
+                                    "required": list(VERDICTS),
+                                    "properties": {v: _count for v in VERDICTS}},
+                         "recipes": {"type": "array", "items": {
+                             "type": "object", "additionalProperties": False,
+                             "required": ["recipe", "shipped", "verdict", "cve_count", "cves"],
+                             "properties": {
+                                 "recipe": {"type": "string"}, "shipped": {"type": "string"},
+                                 "debian": _opt_str, "suite": _opt_str, "upstream": _opt_str,
+                                 "upstream_error": _opt_str, "note": {"type": "string"},
+                                 "verdict": {"enum": list(VERDICTS)}, "cve_count": _count,
+                                 "cves": {"type": "array", "items": {"type": "string"}}}}}}},
         "format": {"const": FORMAT},
         "id": {"type": "string", "pattern": RUN_ID.pattern},
         "started": {"type": "string", "format": "date-time"},

@@ -1,11 +1,13 @@
 """`debian:<source-package>` locations: Debian's source archive, asked through apt.
 
 apt runs with private state under cache/apt (sources, lists, cache, state); the host's
-/etc/apt is only read. The deb-src entries are derived at run time from the host's own
-deb sources, so no mirror host name lives in the repository and whatever mirror (or
-proxy) the machine is set up for is the one used. apt only says where a file is and
-what its sha256 is; the transfer goes through tasks/sources/download.py like any other URL, so
-progress, resume and verification are the same everywhere.
+/etc/apt is only read. The deb-src entries name the suites of config.yaml's
+`debian.suites`, at the mirror URIs of the host's own apt sources (its URI ending in
+/debian, and /debian-security for `*-security` suites), so no mirror host name lives in
+the repository and whatever mirror (or proxy) the machine is set up for is the one used.
+apt only says where a file is and what its sha256 is; the transfer goes through
+tasks/sources/download.py like any other URL, so progress, resume and verification are
+the same everywhere.
 """
 import fcntl
 import hashlib
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from tasks.core.errors import FetchError
 
-# Tests point this at fixture folders; nothing here ever writes below it.
-HOST_ETC = Path("/etc/apt")
+# The host's apt configuration, only ever read. DAPPDEPS_APT_ETC names another folder of
+# the same layout (tests: a fixture archive on 127.0.0.1); tests may also patch this.
+HOST_ETC = Path(os.environ.get("DAPPDEPS_APT_ETC") or "/etc/apt")
 
 # apt's own rule for which files in sources.list.d count (editor backups etc. do not).
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
@@ -106,22 +109,86 @@ def host_deb_src(etc=None):
     Duplicates are folded: a host that already has a deb-src twin of its deb entries
     would otherwise give apt the same index twice (and a warning on every run).
     """
-    etc = Path(etc or HOST_ETC)
     lines, stanzas = [], []
+    for kind, text in _host_texts(etc):
+        if kind == "list":
+            lines += list_to_deb_src(text)
+        else:
+            stanzas += deb822_to_deb_src(text)
+    return "".join(_unique(lines)), "\n".join(_unique(stanzas))
+
+
+def _host_texts(etc):
+    """(kind, text) of the host's sources.list and its sources.list.d parts, in apt's order."""
+    etc = Path(etc or HOST_ETC)
+    out = []
     main = etc / "sources.list"
     if main.is_file():
-        lines += list_to_deb_src(main.read_text(errors="replace"))
+        out.append(("list", main.read_text(errors="replace")))
     parts = etc / "sources.list.d"
     if parts.is_dir():
-        for part in sorted(parts.iterdir()):
-            if not (part.is_file() and _PART_NAME.match(part.name)):
+        out += [(p.suffix[1:], p.read_text(errors="replace")) for p in sorted(parts.iterdir())
+                if p.is_file() and _PART_NAME.match(p.name)]
+    return out
+
+
+def archive_of(suite):
+    """The archive a suite lives in: bookworm-security -> debian-security, else debian."""
+    return "debian-security" if suite.endswith("-security") else "debian"
+
+
+def host_archives(etc=None):
+    """{archive: template} for the first host entry (deb or deb-src, enabled) whose URI path
+    ends in /debian, and in /debian-security. A template is ("line", options, uri,
+    components) or ("stanza", [[field, value] but Types/URIs/Suites/Enabled], uri)."""
+    found = {}
+    for kind, text in _host_texts(etc):
+        if kind == "list":
+            for line in list_to_deb_src(text):
+                match = _ONE_LINE.match(line.strip())
+                words = match.group(3).split()
+                if len(words) < 3:
+                    continue
+                for archive in ("debian", "debian-security"):
+                    if words[0].rstrip("/").endswith("/" + archive):
+                        found.setdefault(archive, ("line", match.group(2) or "", words[0].rstrip("/"),
+                                                   " ".join(words[2:])))
+            continue
+        for stanza in _stanzas(text):
+            types = (_get(stanza, "Types") or "").split()
+            if not {"deb", "deb-src"} & set(types) or \
+                    (_get(stanza, "Enabled") or "yes").strip().lower() == "no":
                 continue
-            text = part.read_text(errors="replace")
-            if part.suffix == ".list":
-                lines += list_to_deb_src(text)
-            else:
-                stanzas += deb822_to_deb_src(text)
-    return "".join(_unique(lines)), "\n".join(_unique(stanzas))
+            rest = [f for f in stanza if f[0].lower() not in ("types", "uris", "suites", "enabled")]
+            for uri in (_get(stanza, "URIs") or "").split():
+                for archive in ("debian", "debian-security"):
+                    if uri.rstrip("/").endswith("/" + archive):
+                        found.setdefault(archive, ("stanza", rest, uri.rstrip("/")))
+    return found
+
+
+def suites_deb_src(suites, etc=None):
+    """(one-line entries, deb822 stanzas, suites without an archive) naming `suites` at
+    the host's mirror URIs, with the host entry's options (Signed-By, trusted, ...).
+    A `*-security` suite reads the host's /debian-security URI, every other its /debian."""
+    archives = host_archives(etc)
+    lines, stanzas, missing = [], [], []
+    for suite in suites:
+        template = archives.get(archive_of(suite))
+        if template is None:
+            missing.append(suite)
+        elif template[0] == "line":
+            _, options, uri, components = template
+            lines.append(f"deb-src {options.strip() + ' ' if options else ''}{uri} {suite} {components}\n")
+        else:
+            _, rest, uri = template
+            fields = [["Types", "deb-src"], ["URIs", uri], ["Suites", suite]] + rest
+            body = []
+            for field, value in fields:
+                first, nl, more = value.partition("\n")
+                body.append(f"{field}:{' ' + first if first else ''}{nl}{more}")
+            stanzas.append("\n".join(body) + "\n")
+    return "".join(_unique(lines)), "\n".join(_unique(stanzas)), missing
 
 
 # ---------------------------------------------------------------- private apt
@@ -129,11 +196,15 @@ def host_deb_src(etc=None):
 class PrivateApt:
     """apt-get/apt-cache with every piece of writable state under `root`."""
 
-    def __init__(self, root, refresh_hours=24.0, retries=3, etc=None):
+    def __init__(self, root, refresh_hours=24.0, retries=3, etc=None, suites=None):
         self.root = Path(root)
         self.refresh_hours = float(refresh_hours)
         self.retries = int(retries)
         self.etc = Path(etc or HOST_ETC)
+        # config.yaml debian.suites; None (a stand-in configuration): every suite the
+        # host's own entries name
+        self.suites = None if suites is None else tuple(suites)
+        self.missing = []            # configured suites the host names no archive for
 
     def options(self):
         r = self.root
@@ -153,7 +224,7 @@ class PrivateApt:
         ]
 
     def _run(self, *args, what):
-        exe = shutil.which("apt-get" if args[0] != "showsrc" else "apt-cache")
+        exe = shutil.which("apt-cache" if args[0] in ("showsrc", "madison") else "apt-get")
         if exe is None:
             raise FetchError("debian: locations need apt (apt-get and apt-cache), which this "
                              "host does not have; add a mirror or a URL to the recipe instead")
@@ -165,7 +236,7 @@ class PrivateApt:
             raise FetchError(f"cannot run {exe} for {what}: {exc.strerror}") from None
 
     @contextmanager
-    def _locked(self):
+    def ready(self):
         """Exclusive while deciding on / running `apt-get update`, shared afterwards, so
         parallel fetch tasks update once and never read lists that are being rewritten."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -180,9 +251,15 @@ class PrivateApt:
         return lists.is_dir() and any("Sources" in p.name for p in lists.iterdir())
 
     def _ensure_lists(self):
-        one_line, deb822 = host_deb_src(self.etc)
+        if self.suites is None:
+            one_line, deb822 = host_deb_src(self.etc)
+        else:
+            one_line, deb822, self.missing = suites_deb_src(self.suites, self.etc)
         if not (one_line.strip() or deb822.strip()):
-            raise FetchError(f"the host's apt has no deb or deb-src entries ({self.etc}/sources.list, "
+            what = ("no deb or deb-src entries" if self.suites is None else
+                    "no deb or deb-src entry whose URI ends in /debian (or /debian-security) for "
+                    f"the suites of config.yaml's debian.suites ({', '.join(self.suites) or 'none'})")
+            raise FetchError(f"the host's apt has {what} ({self.etc}/sources.list, "
                              f"{self.etc}/sources.list.d/), so there is no Debian archive to ask; "
                              "configure apt, or give the recipe a URL or config.yaml a mirror")
         digest = hashlib.sha256((one_line + "\0" + deb822).encode()).hexdigest()
@@ -227,6 +304,18 @@ class PrivateApt:
             return None, _apt_problems(proc.stderr)
         return found, None
 
+    def madison(self, package):
+        """[(version, suite)] of every version of source package `package` the lists know."""
+        proc = self._run("madison", package, what=f"apt-cache madison {package}")
+        out = []
+        for line in proc.stdout.splitlines():
+            cells = [c.strip() for c in line.split("|")]
+            if len(cells) == 3 and cells[0] == package and cells[2].endswith(" Sources"):
+                where = cells[2].split()
+                if len(where) >= 3:
+                    out.append((cells[1], where[-2].split("/")[0]))
+        return out
+
     def showsrc(self, package):
         """[(source name, version, [file names])] for every version the lists know."""
         proc = self._run("showsrc", package, what=f"apt-cache showsrc {package}")
@@ -239,7 +328,7 @@ class PrivateApt:
 
     def locate(self, package, file):
         """(url, size, sha256) of `file` in some version of source package `package`."""
-        with self._locked():
+        with self.ready():
             found, problem = self.print_uris(package)
             if found and file in found:
                 return found[file]
@@ -266,17 +355,28 @@ def _apt_problems(stderr):
     return " / ".join(lines[-4:])[-600:]
 
 
+def configured_suites(cfg):
+    """config.yaml's debian.suites, or None for a stand-in configuration without it."""
+    debian = (getattr(cfg, "data", None) or {}).get("debian") or {}
+    return debian.get("suites")
+
+
+def private_apt(cfg):
+    """The PrivateApt of a configuration: its state in <cache>/apt, its suites."""
+    root = Path(cfg.cache) / "apt"
+    if root.is_symlink():
+        raise FetchError(f"refusing to use {root}: it is a link (apt's state stays in the cache)")
+    return PrivateApt(root, cfg.download.get("apt_refresh_hours", 24.0),
+                      cfg.download.get("retries", 3), suites=configured_suites(cfg))
+
+
 def resolve(package, alt, cfg):
     """The URL of alt.file in Debian's source archive, after checking that apt's sha256
     for it is the one the recipe pins (no point downloading a file known to differ)."""
     if not PACKAGE.match(package):
         # checked when loading too (tasks/model/recipes.py); never an apt option
         raise FetchError(f"'{package[:80]}' is not a Debian source package name")
-    root = Path(cfg.cache) / "apt"
-    if root.is_symlink():
-        raise FetchError(f"refusing to use {root}: it is a link (apt's state stays in the cache)")
-    apt = PrivateApt(root, cfg.download.get("apt_refresh_hours", 24.0),
-                     cfg.download.get("retries", 3))
+    apt = private_apt(cfg)
     try:
         url, size, sha = apt.locate(package, alt.file)
     except OSError as exc:
@@ -293,22 +393,5 @@ def host_mirror(etc=None):
     """The Debian archive the host's apt reads (the first deb URI whose path ends in
     /debian), or None: the build root is made from the same mirror (buildroot.mirror
     in config.yaml overrides it). Never a name written into the repository."""
-    etc = Path(etc or HOST_ETC)
-    texts = []
-    main = etc / "sources.list"
-    if main.is_file():
-        texts.append(main.read_text(errors="replace"))
-    parts = etc / "sources.list.d"
-    if parts.is_dir():
-        texts += [p.read_text(errors="replace") for p in sorted(parts.iterdir())
-                  if p.is_file() and _PART_NAME.match(p.name)]
-    for text in texts:
-        for line in list_to_deb_src(text):
-            uri = line.split("]")[-1].split()[1] if "]" in line else line.split()[1]
-            if uri.rstrip("/").endswith("/debian"):
-                return uri.rstrip("/")
-        for stanza in _stanzas(text):
-            for uri in (_get(stanza, "URIs") or "").split():
-                if uri.rstrip("/").endswith("/debian"):
-                    return uri.rstrip("/")
-    return None
+    template = host_archives(etc).get("debian")
+    return template[2] if template else None
