@@ -31,8 +31,9 @@ def assemble_stamp(cfg, dist_name):
 
 def _metadata(cfg, dist_name):
     """What the recipes say about each component now (version, license, description,
-    the sources with their URLs): read at assembly, so editing a description or adding a
-    mirror URL re-assembles (SBOM, legal) but rebuilds nothing."""
+    the sources with their URLs, the Debian patches with the CVEs they fix): read at
+    assembly, so editing a description or adding a mirror URL re-assembles (SBOM, legal)
+    but rebuilds nothing."""
     out = []
     for name in cfg.distributions[dist_name].components:
         comp = Component(cfg, dist_name, name)
@@ -41,7 +42,8 @@ def _metadata(cfg, dist_name):
         out.append({"name": name, "version": r.version, "license": r.license,
                     "description": r.description,
                     "sources": [{"file": a.file, "sha256": a.sha256, "urls": list(a.urls)}
-                                for a in alts.values()]})
+                                for a in alts.values()],
+                    "debian_patches": comp.applied_debian_patches(alts)})
     return out
 
 

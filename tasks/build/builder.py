@@ -20,7 +20,7 @@ from tasks.core.errors import DiskFull, UserError
 from tasks.core.log import duration, printable, say
 from tasks.model.component import BUILD, SRC
 from tasks.sources.download import checked
-from tasks.sources.unpack import prepare_dest, unpack
+from tasks.sources.unpack import extract_files, prepare_dest, unpack
 
 LOG_TAIL = 40
 
@@ -156,13 +156,14 @@ def prepare_work(comp, work=None, log_path=None):
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(f"# {comp.task} {comp.recipe.version} started "
                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    fetched = {}
+    fetched, archives = {}, {}
     for src in comp.recipe.sources:
         hit = checked(src, comp.cfg)
         if hit is None:
             raise UserError(f"source {src.id} is not in the download cache.",
                             comp.recipe.path, "sources", "Run `doit fetch` first.")
         fetched[src.id] = hit.alternative
+        archives[src.id] = hit.path
         (work / "meta" / f"{src.id}.alternative").write_text(hit.alternative.file)
         dest = work / "src" / src.dest if src.dest else work / "src"
         if src.extract:
@@ -178,10 +179,30 @@ def prepare_work(comp, work=None, log_path=None):
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src_fh, out)
+    debian_patches(comp, archives, work)
     for i, patch in enumerate(comp.recipe.patches):
         shutil.copy2(patch, work / "patches" / f"{i:03d}-{patch.name}")
     (work / "build.sh").write_text(comp.script(fetched))
     return fetched
+
+
+def debian_patches(comp, archives, work):
+    """The recipe's Debian patches, taken out of the verified Debian tarball into
+    work/patches/debian/ (component.debian_patch_files), where the script applies them."""
+    r = comp.recipe
+    if not r.debian_patches:
+        return
+    (work / "patches" / "debian").mkdir()
+    wanted = [(patch.name, work / "patches" / rel) for patch, rel in comp.debian_patch_files()]
+    archive = archives[r.debian_source]
+    missing = extract_files(archive, wanted, work)
+    if missing:
+        i = [patch.name for patch in r.debian_patches].index(missing[0])
+        raise UserError(f"the Debian patch {missing[0]} is not a file of "
+                        f"{os.path.basename(archive)}.", r.path,
+                        f"debian_patches.patches[{i}].name",
+                        "Name it by its path in the tarball, as debian/patches/series lists it "
+                        "below debian/patches/ (`tar tf` the file to see them).")
 
 
 def run_sandboxed(comp, work=None, log_path=None, script="build.sh", lowers=None,
@@ -261,6 +282,9 @@ def _failure(comp, status):
         hint = ("\nThe build wrote (or tried to) outside its sandbox: only $PREFIX "
                 f"({comp.dist.prefix}), $SRCDIR, $BUILDDIR and /tmp are writable; /etc, $HOME, "
                 "the host and other prefixes are not. First such line:\n  " + outside[0].strip())
+    unapplied = [line.strip() for line in tail if line.startswith("!!! debian patch ")]
+    if unapplied:          # component.script(): a Debian patch that does not apply
+        hint += "\n" + unapplied[0][4:] + f" (recipe field 'debian_patches' of {comp.recipe.path})"
     kept = f"Work folder kept for inspection: {comp.work_dir}"
     if any(_says_disk_full(line) for line in tail):
         error = DiskFull(OSError(errno.ENOSPC, "No space left on device"),

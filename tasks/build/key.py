@@ -5,7 +5,9 @@ output and nothing else:
   - the sources obtained, by sha256 (not file name or URL: a mirror or a byte-identical
     alternative changes nothing), with dest, inner and extract; a source that is not
     unpacked is copied under its file name, so that name counts too;
-  - the patches, by their path in the recipes folder and their content;
+  - the patches, by their path in the recipes folder and their content; the Debian patches
+    (recipe `debian_patches`) by their tarball, a source (sha256), and by the script,
+    which names them in order with their CVEs;
   - the script rendered from the recipe (fixups, configure, make, install, ...), the
     build environment and whether the build has network;
   - the build root (tasks/build/buildroot.py): its package=version list and config;

@@ -123,6 +123,7 @@ def publish(comp, upper, entries, started, fetched):
         "replaces": list(r.replaces),
         "sources": [{"file": a.file, "sha256": a.sha256, "urls": list(a.urls)}
                     for a in fetched.values()],
+        "debian_patches": comp.applied_debian_patches(fetched),
         "entries": entries,
     })
     files.write_atomic(new / "manifest.json", text)

@@ -17,6 +17,7 @@ from tasks.model.schema import env_key_check
 SRC = "/dappdeps/src"
 BUILD = "/dappdeps/build"
 HOME = "/dappdeps/home"   # never created: a recipe writing to $HOME fails clearly
+PATCHES = "/dappdeps/patches"
 
 
 def prefix_variable(dist_name):
@@ -117,6 +118,19 @@ class Component:
         visit(self.dist.name)
         return seen
 
+    def debian_patch_files(self):
+        """[(DebianPatch, its file under the work folder's patches/)], in order: the
+        builder puts each patch taken out of the Debian tarball there, script() applies it."""
+        return [(p, f"debian/{i:03d}-{p.name.rsplit('/', 1)[-1]}")
+                for i, p in enumerate(self.recipe.debian_patches)]
+
+    def applied_debian_patches(self, alternatives):
+        """What manifest.json and the assembled manifest record of them (the SBOM reads it):
+        [{name, cves, source: the file of the tarball they came from}]."""
+        return [{"name": p.name, "cves": list(p.cves),
+                 "source": alternatives[self.recipe.debian_source].file}
+                for p in self.recipe.debian_patches]
+
     # ---- environment and script -------------------------------------------
     def environment(self):
         used = [self.cfg.distributions[d] for d in self.used_dists]
@@ -135,10 +149,11 @@ class Component:
         return env
 
     def script(self, alternatives):
-        """The build as one bash script: the obtained sources' fixups, patches, then the
-        build system. alternatives: source id -> the Alternative the build unpacks
-        (tasks/build/key.py obtained()): only its fixup is in the script, so a byte-
-        identical alternative elsewhere changes neither the script nor the key."""
+        """The build as one bash script: the obtained sources' fixups, the Debian patches,
+        the recipe's patches, then the build system. alternatives: source id -> the
+        Alternative the build unpacks (tasks/build/key.py obtained()): only its fixup is in
+        the script, so a byte-identical alternative elsewhere changes neither the script nor
+        the key. A recipe without debian_patches renders what it did before they existed."""
         r = self.recipe
         lines = ["set -euo pipefail", 'cd "$SRCDIR"']
         for key, value in r["environment"].items():
@@ -150,10 +165,16 @@ class Component:
                 # names are validated when loaded; quoted anyway (defence in depth)
                 where = '"$SRCDIR"/' + shlex.quote(src.dest) if src.dest else '"$SRCDIR"'
                 lines.append(f"(cd {where}\n{fixup.rstrip()}\n)")
+        for patch, rel in self.debian_patch_files():
+            cves = f" ({', '.join(patch.cves)})" if patch.cves else ""
+            failed = f"!!! debian patch {patch.name} of {r.debian_source} does not apply"
+            lines.append("echo " + shlex.quote(f">>> debian patch {patch.name}{cves}"))
+            lines.append("patch -p1 --forward --batch -i " + shlex.quote(f"{PATCHES}/{rel}")
+                         + " || { echo " + shlex.quote(failed) + " >&2; exit 1; }")
         for i, patch in enumerate(r.patches):
             lines.append("echo " + shlex.quote(f">>> patch {patch.name}"))
             lines.append("patch -p1 --forward --batch -i "
-                         + shlex.quote(f"/dappdeps/patches/{i:03d}-{patch.name}"))
+                         + shlex.quote(f"{PATCHES}/{i:03d}-{patch.name}"))
         system = r["build"]
         if r["pre_configure"]:
             lines += ['cd "$SRCDIR"', r["pre_configure"].rstrip()]

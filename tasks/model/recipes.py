@@ -4,6 +4,7 @@ A recipe says what is special about a component (sources, options, smoke tests);
 every generic step (download, verify, extract, patch, configure/make/install)
 is done once by the framework.
 """
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,39 @@ SOURCE = Schema(dict(ALTERNATIVE.fields, **{
 
 BUILD_SYSTEMS = ("autotools", "make", "script")
 
+CVE_RE = re.compile(r"^CVE-\d{4}-\d{4,}$")
+DEBIAN_PATCHES_DIR = "debian/patches/"
+
+
+def cve_check(value):
+    if not CVE_RE.match(value):
+        return f"'{cut(value)}' is not a CVE ID: expected CVE-<year>-<number>, e.g. CVE-2023-4911."
+    return None
+
+
+def debian_patch_check(value):
+    """A patch's path inside a Debian tarball: a plain relative path under debian/patches/."""
+    problem = relative_path_check(value, inside="the Debian tarball")
+    if problem is None and not value.startswith(DEBIAN_PATCHES_DIR):
+        problem = (f"'{cut(value)}' is not under {DEBIAN_PATCHES_DIR}: name the patch by its "
+                   f"path in the tarball, e.g. {DEBIAN_PATCHES_DIR}git-updates.diff.")
+    return problem
+
+
+# Patches taken out of Debian's debian.tar.xz (a source of the recipe), applied in order
+# before the recipe's own patches; each records the CVEs it fixes (SBOM vulnerabilities).
+DEBIAN_PATCHES = Schema({
+    "source": Field(str, default="", check=lambda v: file_name_check(v) if v else None,
+                    expect="the file of one of the recipe's sources, e.g. "
+                           "glibc_2.36-9+deb12u10.debian.tar.xz"),
+    "patches": Field(list, default=list, item=Field(Schema({
+        "name": Field(str, required=True, check=debian_patch_check,
+                      expect="the patch's path in the tarball, e.g. "
+                             "debian/patches/git-updates.diff"),
+        "cves": Field(list, default=list, item=Field(str, check=cve_check)),
+    }, "Debian patch"))),
+}, "Debian patches mapping (source, patches)")
+
 RECIPE = Schema({
     "name": Field(str, required=True, check=name_check),
     "inherit": Field(str, check=name_check, expect="the name of a recipe to start from"),
@@ -68,6 +102,7 @@ RECIPE = Schema({
     "sources": Field(list, required=True, item=Field(SOURCE), expect="a list of sources"),
     "patches": Field(list, default=list, item=Field(str, check=lambda v: relative_path_check(v, inside="recipes/")
                                                     if v else "is empty; expected a patch file.")),
+    "debian_patches": Field(DEBIAN_PATCHES),
     "depends": Field(list, default=list, item=Field(str, check=name_check)),
     "replaces": Field(list, default=list, item=Field(str, check=name_check)),
     "environment": Field(dict, default=dict, item=Field(str), keys=env_key_check),
@@ -122,6 +157,13 @@ class Source:
         return self.primary.file
 
 
+@dataclass(frozen=True)
+class DebianPatch:
+    """A patch of Debian's tarball: its path there and the CVE IDs it fixes."""
+    name: str
+    cves: tuple = ()
+
+
 @dataclass
 class Recipe:
     name: str
@@ -132,6 +174,8 @@ class Recipe:
     data: dict                    # the validated fields, inheritance applied
     sources: tuple = ()
     patches: tuple = ()           # absolute paths
+    debian_source: str = ""       # the id of the source holding the Debian patches
+    debian_patches: tuple = ()    # of DebianPatch, in the order they are applied
     depends: tuple = ()
     replaces: tuple = ()
     license_files: tuple = ()
@@ -223,6 +267,7 @@ def _build_recipe(name, raw, recipes_dir, stack):
         if not patch.is_file():
             raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
         patches.append(patch)
+    debian_patches = _debian_patches(data["debian_patches"], sources, path)
     if data["build"] == "script" and not data["script"].strip():
         raise UserError("is empty but build is 'script'.", path, "script",
                         "Write the build commands there, or use build: autotools.")
@@ -235,5 +280,41 @@ def _build_recipe(name, raw, recipes_dir, stack):
     return Recipe(
         name=name, version=data["version"], description=data["description"],
         license=data["license"], path=path, data=data, sources=tuple(sources),
-        patches=tuple(patches), depends=tuple(data["depends"]), replaces=tuple(data["replaces"]),
-        license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))
+        patches=tuple(patches), debian_source=data["debian_patches"]["source"],
+        debian_patches=debian_patches, depends=tuple(data["depends"]),
+        replaces=tuple(data["replaces"]), license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))
+
+
+def _debian_patches(spec, sources, path):
+    """The validated debian_patches field as DebianPatch tuples: the source must be one of
+    the recipe's, not its tree, and not unpacked over it; names and CVEs not repeated."""
+    field = "debian_patches"
+    if not spec["patches"] and not spec["source"]:
+        return ()
+    if not spec["patches"]:
+        raise UserError("lists no patches.", path, f"{field}.patches",
+                        "Name the patches to apply, or drop debian_patches.")
+    ids = [src.id for src in sources]
+    if not spec["source"]:
+        raise UserError("is missing; expected the file of the source holding the patches.",
+                        path, f"{field}.source", f"The recipe's sources: {', '.join(ids)}.")
+    if spec["source"] not in ids:
+        raise UserError(f"'{spec['source']}' is not one of the recipe's sources.", path,
+                        f"{field}.source", f"Its sources: {', '.join(ids)}.")
+    src = sources[ids.index(spec["source"])]
+    if src is sources[0] or (src.extract and not src.dest) or any(a.inner for a in src.alternatives):
+        raise UserError(f"'{spec['source']}' must be a source of its own: not the first "
+                        "source (the tree), with extract: false or its own dest, and no inner.",
+                        path, f"{field}.source")
+    seen = set()
+    out = []
+    for i, patch in enumerate(spec["patches"]):
+        if patch["name"] in seen:
+            raise UserError(f"'{patch['name']}' is listed twice.", path,
+                            f"{field}.patches[{i}].name")
+        seen.add(patch["name"])
+        twice = sorted({c for c in patch["cves"] if patch["cves"].count(c) > 1})
+        if twice:
+            raise UserError(f"'{twice[0]}' is listed twice.", path, f"{field}.patches[{i}].cves")
+        out.append(DebianPatch(patch["name"], tuple(patch["cves"])))
+    return tuple(out)

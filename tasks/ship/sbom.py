@@ -1,8 +1,11 @@
 """The CycloneDX SBOM of an image: each component it holds, with its version, license,
-source files' URLs and sha256s (legal:<image> writes it next to the image's tarball)."""
+source files' URLs and sha256s, the Debian patches applied in its build (pedigree) and the
+CVEs they fix (vulnerabilities, resolved); legal:<image> writes it next to the image's
+tarball."""
 import uuid
 
 SBOM_SPEC = "1.6"
+NVD = "https://nvd.nist.gov/vuln/detail/"
 
 
 def _license_factory():
@@ -79,6 +82,12 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
         for path in license_dirs.get(comp["name"], []):
             props.append(Property(name="dappdeps:license-file", value=path))
         licenses = [lf.make_from_string(comp["license"])] if comp.get("license") else []
+        patches = comp.get("debian_patches") or []
+        for patch in patches:
+            src = _source_of(comp, patch["source"])
+            props.append(Property(name="dappdeps:debian-patch",
+                                  value=f"{patch['name']} of {patch['source']}"
+                                        f"@sha256:{src.get('sha256', '')}"))
         c = Component(type=ComponentType.LIBRARY,
                       name=comp["name"], version=str(comp.get("version", "")),
                       description=comp.get("description") or None,
@@ -86,7 +95,8 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
                       purl=PackageURL(type="generic", name=comp["name"],
                                       version=str(comp.get("version", "")),
                                       qualifiers=qualifiers or None),
-                      external_references=refs, properties=props)
+                      external_references=refs, properties=props,
+                      pedigree=_pedigree(comp, patches) if patches else None)
         bom.components.add(c)
         by_name[comp["name"]] = c
     bom.register_dependency(top, list(by_name.values()))
@@ -94,7 +104,59 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
         recipe = recipes.get(name)
         deps = [by_name[d] for d in (recipe.depends if recipe else ()) if d in by_name]
         bom.register_dependency(c, deps)
+    for comp in comps:
+        for vulnerability in _vulnerabilities(comp, by_name[comp["name"]]):
+            bom.vulnerabilities.add(vulnerability)
     return JsonV1Dot6(bom).output_as_string(indent=1) + "\n"
+
+
+def _source_of(comp, file):
+    return next((s for s in comp.get("sources", []) if s["file"] == file), {})
+
+
+def _pedigree(comp, patches):
+    """The Debian patches applied in the component's build, as CycloneDX backports: the
+    diff's URL is the tarball's location with the patch's path in it as the fragment,
+    `resolves` the CVEs each fixes."""
+    from cyclonedx.model import XsUri
+    from cyclonedx.model.component import Diff, Patch, PatchClassification, Pedigree
+    from cyclonedx.model.issue import IssueClassification, IssueType, IssueTypeSource
+
+    out = []
+    for patch in patches:
+        urls = _source_of(comp, patch["source"]).get("urls") or []
+        web = [u for u in urls if u.startswith(("https://", "http://"))]
+        where = (web or urls or [None])[0]
+        out.append(Patch(
+            type=PatchClassification.BACKPORT,
+            diff=Diff(url=XsUri(f"{where}#{patch['name']}")) if where else None,
+            resolves=[IssueType(type=IssueClassification.SECURITY, id=cve, name=cve,
+                                source=IssueTypeSource(name="NVD", url=XsUri(NVD + cve)))
+                      for cve in patch["cves"]]))
+    return Pedigree(patches=out, notes="Debian patches applied in the build: " +
+                    ", ".join(p["name"] for p in patches))
+
+
+def _vulnerabilities(comp, component):
+    """One resolved vulnerability per CVE the component's Debian patches fix."""
+    from cyclonedx.model import XsUri
+    from cyclonedx.model.impact_analysis import ImpactAnalysisState
+    from cyclonedx.model.vulnerability import (BomTarget, Vulnerability, VulnerabilityAnalysis,
+                                               VulnerabilitySource)
+
+    fixed = {}
+    for patch in comp.get("debian_patches") or []:
+        for cve in patch["cves"]:
+            fixed.setdefault(cve, []).append(patch["name"])
+    for cve, names in sorted(fixed.items()):
+        yield Vulnerability(
+            bom_ref=f"vulnerability:{comp['name']}:{cve}", id=cve,
+            source=VulnerabilitySource(name="NVD", url=XsUri(NVD + cve)),
+            affects=[BomTarget(ref=component.bom_ref.value)],
+            analysis=VulnerabilityAnalysis(
+                state=ImpactAnalysisState.RESOLVED,
+                detail=f"fixed by Debian patch{'es' if len(names) > 1 else ''} "
+                       f"{', '.join(names)} applied in the build"))
 
 
 def validate_sbom(text):

@@ -77,6 +77,40 @@ def unpack(archive, dest, inner, work):
         shutil.rmtree(nested, ignore_errors=True)
 
 
+def extract_files(archive, wanted, work):
+    """Copy the named regular files of a tarball (Debian's debian.tar.xz and its patches)
+    to their destinations. wanted: [(path in the archive, destination file)]. The archive
+    is unpacked under the rules above into a scratch folder of `work` first (a hostile one
+    is refused whole); a wanted path must then be a regular file reached through folders,
+    never through a link. Returns the wanted paths the archive does not hold as such."""
+    work = Path(work)
+    tmp = work / f".files-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    missing = []
+    try:
+        extract(archive, tmp)
+        for name, dest in wanted:
+            here = str(tmp)
+            for part in _parts(name)[:-1]:
+                here = os.path.join(here, part)
+                if not stat.S_ISDIR(_lstat_mode(here)):
+                    break
+            else:
+                here = os.path.join(here, _parts(name)[-1])
+                if stat.S_ISREG(_lstat_mode(here)):
+                    shutil.copyfile(here, dest, follow_symlinks=False)
+                    continue
+            missing.append(name)
+    except OSError as exc:
+        raise UserError(f"cannot unpack {Path(archive).name} into {tmp}: "
+                        f"{exc.strerror or exc} ({exc.filename}).", field="sources") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return missing
+
+
 def prepare_dest(folder, work):
     """Create `folder` (inside `work`) without following any link on the way; UserError
     if a part of it is a link or a file. Use it before copying a source into the tree."""
