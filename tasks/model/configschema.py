@@ -1,6 +1,7 @@
 """The shape of config.yaml: every field, its type, default and check (docs/config.md).
 Loading and the distribution graph are tasks/model/config.py."""
 import os
+import re
 
 from tasks.core.errors import cut
 from tasks.model.recipes import mirror_check
@@ -152,6 +153,29 @@ DEBIAN = Schema({
                     check=_suites_check, expect="a list of Debian suite names"),
 }, "Debian archive settings")
 
+UPDATE_POLICIES = ("security", "patch", "minor")
+
+
+def _branch_check(value):
+    """update.branch: a git branch name once {date} is filled in (git check-ref-format)."""
+    name = value.replace("{date}", "2000-01-01")
+    bad = (not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$", name) or ".." in name
+           or "//" in name or name.endswith(("/", ".", ".lock")) or "/." in name)
+    if bad or "{" in name or "}" in name:
+        return (f"'{cut(value)}' is not a branch name: letters, digits and . _ / -, "
+                "optionally {date}, e.g. dappdeps/updates-{date}.")
+    return None
+
+
+UPDATE = Schema({
+    # bin/nightly --update (docs/nightly.md "Updates"): which bumps are tried (never a
+    # major release), and the branch the kept ones are committed on
+    "policy": Field(str, default="patch", check=lambda v: None if v in UPDATE_POLICIES else
+                    f"'{cut(v)}' is not a policy: use security, patch or minor."),
+    "branch": Field(str, default="dappdeps/updates-{date}", check=_branch_check,
+                    expect="a branch name, {date} is the day of the run"),
+}, "update settings")
+
 CONFIG = Schema({
     "prefix_root": Field(str, default="/.dapp/deps", check=prefix_root_check),
     "cache_dir": Field(str, default="cache"),
@@ -172,4 +196,5 @@ CONFIG = Schema({
     "image_registry": Field(IMAGE_REGISTRY, default=dict),
     "buildroot": Field(BUILDROOT, default=dict),
     "debian": Field(DEBIAN, default=dict),
+    "update": Field(UPDATE, default=dict),
 }, "configuration")

@@ -1,6 +1,6 @@
 """The nightly run: one command for schedulers (`bin/nightly`, see docs/nightly.md).
 
-    bin/nightly [--wait SECONDS] [--parallel N] [--keep N] [TASK...]
+    bin/nightly [--wait SECONDS] [--parallel N] [--keep N] [--update] [TASK...]
 
 1. takes an exclusive lock (fcntl) on cache/nightly.lock, so two runs never overlap: a second
    run waits up to --wait seconds (config `reports: {lock_wait: 60}`) for the first to finish,
@@ -130,6 +130,9 @@ def parse_args(argv):
                    help=f"report folders kept (config reports.keep, default {DEFAULTS['keep']})")
     p.add_argument("--log-tail", dest="log_tail", type=int, metavar="LINES",
                    help=f"log lines shown per failure (default {DEFAULTS['log_tail']})")
+    p.add_argument("--update", action="store_true",
+                   help="first bump outdated recipes within config update.policy, keeping only "
+                        "bumps that build, check and test (docs/nightly.md, Updates)")
     p.add_argument("tasks", nargs="*", metavar="TASK",
                    help="doit tasks to run (default: the whole pipeline)")
     args = p.parse_args(argv)
@@ -186,9 +189,16 @@ def run_locked(cfg, args, opts):
         doit_args += ["-n", str(opts["parallel"])]
     doit_args += list(args.tasks)
     say(f"run {run_dir.name}: doit {' '.join(doit_args)} (report: {run_dir})")
-    error, rc = None, None
+    error, rc, updates = None, None, ({} if args.update else None)
     try:
         signals.install()
+        if args.update:                      # before the pipeline, which then builds the kept bumps
+            from tasks.model.project import project
+            from tasks.nightly import update
+            cfg = update.run(cfg, updates)
+            project.reset(cfg)
+            say(f"update: {len(updates['bumped'])} bumped, {len(updates['refused'])} refused"
+                + (f" ({updates['error']})" if updates.get("error") else ""))
         namespace = doit_namespace(reporter, opts["parallel"])
         signals.install()                    # again: importing dodo.py installs its own
         rc, err = run_doit(namespace, doit_args)
@@ -227,6 +237,7 @@ def run_locked(cfg, args, opts):
     doc = make_report(cfg, run, tasks, images)
     doc["repro"] = repro_records(cfg)     # the latest doit repro:<dist>, if any
     doc["outdated"] = outdated_records(cfg)   # the latest doit outdated, if any
+    doc["updates"] = updates                  # bin/nightly --update, or None
     try:
         validate(doc)
     except ImportError:

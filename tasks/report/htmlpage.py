@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tasks.report.formatting import (check_rows, engines_cell, esc, fmt_seconds, fmt_size, headline,
                                      image_state, short_digest)
-from tasks.report.markdown import outdated_cells
+from tasks.report.markdown import outdated_cells, updates_line
 from tasks.report.schema import STATUSES
 from tasks.report.svg import STATUS_COLORS, svg_bars, svg_image_sizes, svg_timeline
 
@@ -156,6 +156,7 @@ def render_html(report, report_dir):
 
     out += _repro(report.get("repro") or [], link)
     out += _outdated(report.get("outdated"), link)
+    out += _updates(report.get("updates"), link)
     out.append(f'<h2 id="tasks">Tasks ({len(tasks)})</h2>')
     out.append('<table><tr><th>status</th><th>task</th><th>why it ran</th><th class="num">started</th>'
                '<th class="num">duration</th></tr>')
@@ -218,6 +219,34 @@ def _outdated(doc, link):
             out.append(f'<tr><td>{e(r["recipe"])}</td><td>{e(r["shipped"])}</td><td>{e(debian)}</td>'
                        f'<td>{e(upstream)}</td><td>{e(cves)}</td><td>{_badge(r["verdict"])}</td></tr>')
         out.append("</table>")
+    return out
+
+
+def _updates(doc, link):
+    """bin/nightly --update (docs/nightly.md, Updates): what was bumped, refused and why."""
+    if not doc:
+        return []
+    e = esc
+    out = ['<h2 id="updates">Updates</h2>',
+           f'<p class="meta">{e(updates_line(doc)).replace("`", "")}</p>']
+    if doc.get("error"):
+        out.append(f"<pre>{e(doc['error'])}</pre>")
+    badge = lambda css, text: f'<span class="badge {css}">{text}</span>'     # noqa: E731
+    rows = [(badge("ok", "kept"), b["recipe"], f"{b['from']} → {b['to']}", ", ".join(b["cves"]) or "-",
+             "; ".join([b.get("where") or ""] + (b.get("notes") or [])), b.get("log"),
+             b["commit"][:12] if b.get("commit") else "") for b in doc["bumped"]]
+    rows += [(badge("failed", "refused") if r.get("attempted") else badge("not-run", "not tried"), r["recipe"],
+              r["from"] + (f" → {r['to']}" if r.get("to") else ""), "", r["why"], r.get("log"), "")
+             for r in doc["refused"]]
+    if rows:
+        out.append("<table><tr><th>bump</th><th>recipe</th><th>version</th><th>CVEs fixed</th>"
+                   "<th>from / why</th><th>commit</th></tr>")
+        for state, name, version, cves, why, log, commit in rows:
+            log = f' <a href="{link(log)}" class="muted">log</a>' if log else ""
+            out.append(f"<tr><td>{state}</td><td>{e(name)}</td><td>{e(version)}</td><td>{e(cves)}</td>"
+                       f"<td>{e(why)}{log}</td><td>{f'<code>{e(commit)}</code>' if commit else ''}</td></tr>")
+        out.append("</table>")
+    out += [f'<p class="meta">{e(n)}</p>' for n in doc.get("notes") or []]
     return out
 
 

@@ -59,6 +59,7 @@ def render_markdown(report):
                 for name, engine, label, base, count, ok in checks]
     out += _repro(report.get("repro") or [])
     out += _outdated(report.get("outdated"))
+    out += _updates(report.get("updates"))
     fresh = [t for t in report["tasks"] if t["status"] in ("up-to-date", "ignored")]
     if fresh:
         out += ["", f"## Up to date ({len(fresh)})", ""]
@@ -120,4 +121,37 @@ def _outdated(doc):
             debian, upstream, cves = outdated_cells(r)
             out.append(f"| {_md_cell(r['recipe'])} | {_md_cell(r['shipped'])} | {_md_cell(debian)} | "
                        f"{_md_cell(upstream)} | {_md_cell(cves)} | {r['verdict']} |")
+    return out
+
+
+def updates_line(doc):
+    """The one-line summary of a `bin/nightly --update` step."""
+    line = (f"`bin/nightly --update`, policy {doc['policy']}: {len(doc['bumped'])} bumped, "
+            f"{len(doc['refused'])} refused")
+    if doc.get("branch"):
+        line += f"; the kept bumps are committed on branch `{doc['branch']}` (not pushed)"
+    return line
+
+
+def _updates(doc):
+    """bin/nightly --update (docs/nightly.md, Updates): what was bumped, refused and why."""
+    if not doc:
+        return []
+    out = ["", "## Updates", "", updates_line(doc)]
+    if doc.get("error"):
+        out += ["", f"**{_md_cell(doc['error'])}**"]
+    if doc["bumped"]:
+        out += ["", "| bumped | version | CVEs fixed | from | commit |", "| --- | --- | --- | --- | --- |"]
+        for b in doc["bumped"]:
+            notes = "; ".join(b.get("notes") or [])
+            out.append(f"| {_md_cell(b['recipe'])} | {_md_cell(b['from'])} → {_md_cell(b['to'])} | "
+                       f"{_md_cell(', '.join(b['cves']) or '-')} | {_md_cell(b.get('where'))}"
+                       f"{_md_cell(' (' + notes + ')') if notes else ''} | "
+                       f"{'`' + b['commit'][:12] + '`' if b.get('commit') else '-'} |")
+    if doc["refused"]:
+        out += ["", "| refused | version | why |", "| --- | --- | --- |"]
+        for r in doc["refused"]:
+            to = f" → {r['to']}" if r.get("to") else ""
+            out.append(f"| {_md_cell(r['recipe'])} | {_md_cell(r['from'] + to)} | {_md_cell(r['why'])} |")
+    out += [f"- {_md_cell(n)}" for n in doc.get("notes") or []]
     return out

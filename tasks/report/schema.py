@@ -5,6 +5,8 @@ this document only (tasks.report.markdown, tasks.report.htmlpage).
 """
 import re
 
+from tasks.model.configschema import UPDATE_POLICIES
+
 FORMAT = 1
 
 STATUSES = ("ran", "failed", "blocked", "interrupted", "up-to-date", "ignored", "not-run")
@@ -16,6 +18,7 @@ _num = {"type": "number", "minimum": 0}
 _count = {"type": "integer", "minimum": 0}
 _opt_num = {"type": ["number", "null"], "minimum": 0}
 _opt_str = {"type": ["string", "null"]}
+_strings = {"type": "array", "items": {"type": "string"}}
 
 REPORT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -61,6 +64,30 @@ REPORT_SCHEMA = {
                                  "upstream_error": _opt_str, "note": {"type": "string"},
                                  "verdict": {"enum": list(VERDICTS)}, "cve_count": _count,
                                  "cves": {"type": "array", "items": {"type": "string"}}}}}}},
+        "updates": {"type": ["object", "null"], "description": "bin/nightly --update "
+                    "(docs/nightly.md, Updates); null: not asked",
+                    "additionalProperties": False,
+                    "required": ["policy", "branch", "error", "bumped", "refused"],
+                    "properties": {
+                        "policy": {"enum": list(UPDATE_POLICIES)}, "branch": _opt_str, "error": _opt_str,
+                        "notes": _strings, "seconds": _num,
+                        "bumped": {"type": "array", "items": {
+                            "type": "object", "additionalProperties": False,
+                            "required": ["recipe", "from", "to", "cves", "branch", "commit"],
+                            "properties": {
+                                "recipe": {"type": "string"}, "also": _strings,
+                                "from": {"type": "string"}, "to": {"type": "string"},
+                                "where": {"type": "string"}, "files": _strings, "cves": _strings,
+                                "tasks": _strings, "branch": _opt_str,
+                                "commit": {"type": ["string", "null"], "pattern": "^[0-9a-f]{40,64}$"},
+                                "log": _opt_str, "notes": _strings}}},
+                        "refused": {"type": "array", "items": {
+                            "type": "object", "additionalProperties": False,
+                            "required": ["recipe", "from", "to", "why"],
+                            "properties": {
+                                "recipe": {"type": "string"}, "from": {"type": "string"},
+                                "to": _opt_str, "why": {"type": "string", "minLength": 1},
+                                "attempted": {"type": "boolean"}, "log": _opt_str}}}}},
         "format": {"const": FORMAT},
         "id": {"type": "string", "pattern": RUN_ID.pattern},
         "started": {"type": "string", "format": "date-time"},
