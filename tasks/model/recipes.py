@@ -90,6 +90,27 @@ DEBIAN_PATCHES = Schema({
     }, "Debian patch"))),
 }, "Debian patches mapping (source, patches)")
 
+# A package URL (purl) naming the component in its ecosystem, for the SBOM: type, an
+# optional namespace, name and the recipe's version; no qualifiers or subpath (the SBOM
+# adds download_url and checksum). pypi names are normalised: lowercase, `-` for `_`.
+PURL_RE = re.compile(r"^pkg:(?P<type>[a-z][a-z0-9.+-]{0,31})/(?P<path>(?:[A-Za-z0-9._~%+-]+/)*"
+                     r"(?P<name>[A-Za-z0-9._~%+-]{1,128}))@(?P<version>[A-Za-z0-9.+~_!-]{1,64})$")
+PYPI_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
+
+
+def purl_check(value):
+    """A recipe's purl: pkg:<type>/[<namespace>/]<name>@<version>, e.g. pkg:pypi/jinja2@3.1.6."""
+    match = PURL_RE.match(value)
+    if not match:
+        return (f"'{cut(value)}' is not a package URL: expected pkg:<type>/<name>@<version> "
+                "without qualifiers, e.g. pkg:pypi/jinja2@3.1.6.")
+    if match["type"] == "pypi" and (match["path"] != match["name"] or
+                                    not PYPI_NAME_RE.match(match["name"])):
+        return (f"'{cut(value)}': a pypi purl names the package without a namespace, "
+                "lowercase, with - for _ (e.g. pkg:pypi/flit-core@3.12.0).")
+    return None
+
+
 RECIPE = Schema({
     "name": Field(str, required=True, check=name_check),
     "inherit": Field(str, check=name_check, expect="the name of a recipe to start from"),
@@ -99,6 +120,8 @@ RECIPE = Schema({
     "homepage": Field(str, default=""),
     "license": Field(str, required=True, expect="an SPDX expression, e.g. GPL-3.0-or-later"),
     "license_files": Field(list, default=list, item=Field(str, check=pattern_check)),
+    "purl": Field(str, default="", check=lambda v: purl_check(v) if v else None,
+                  expect="a package URL with the recipe's version, e.g. pkg:pypi/jinja2@3.1.6"),
     "sources": Field(list, required=True, item=Field(SOURCE), expect="a list of sources"),
     "patches": Field(list, default=list, item=Field(str, check=lambda v: relative_path_check(v, inside="recipes/")
                                                     if v else "is empty; expected a patch file.")),
@@ -271,6 +294,10 @@ def _build_recipe(name, raw, recipes_dir, stack):
     if data["build"] == "script" and not data["script"].strip():
         raise UserError("is empty but build is 'script'.", path, "script",
                         "Write the build commands there, or use build: autotools.")
+    if data["purl"] and PURL_RE.match(data["purl"])["version"] != data["version"]:
+        raise UserError(f"'{cut(data['purl'])}' names another version than the recipe's "
+                        f"({data['version']}).", path, "purl",
+                        f"Write the purl with @{data['version']}.")
     if name in data["depends"]:
         raise UserError("a recipe cannot depend on itself.", path, "depends")
     for i, rep in enumerate(data["replaces"]):
