@@ -34,6 +34,7 @@ def doit_env(config):
     env["DAPPDEPS_CONFIG"] = str(config)
     env["PYTHONHASHSEED"] = "0"
     env.pop("DAPPDEPS_OFFLINE", None)
+    env.pop("DAPPDEPS_CACHE_DIR", None)      # a fixture's cache is the one its config names
     return env
 
 

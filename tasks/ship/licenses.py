@@ -5,10 +5,16 @@ whole tree. license_files paths are relative to the unpacked source tree, the wa
 build sees it ($SRCDIR): the archive's single top-level folder is dropped, a source with
 `dest: gmp` answers for `gmp/...` paths, and an `inner` tarball is opened inside its outer
 one. A listed file that the archive does not hold is an error (the recipe is wrong).
+
+A zip file that is not unpacked (a Python wheel: `extract: false`, copied to
+$SRCDIR/<dest>/<file>) answers for paths below its own name, the way Python's zipimport
+names them: `wheels/cryptography-50.0.2-cp311-abi3-manylinux_2_28_x86_64.whl/
+cryptography-50.0.2.dist-info/licenses/LICENSE` is that member of that wheel.
 """
 import fnmatch
 import posixpath
 import tarfile
+import zipfile
 from pathlib import Path
 
 from tasks.core.errors import UserError
@@ -117,15 +123,71 @@ def _download_path(cfg, file, source=None):
     return path
 
 
+ZIP_SUFFIXES = (".whl", ".zip")
+MAX_ZIP_MEMBER = 16 << 20                    # a license text, not a zip bomb
+
+
+def _zipped(recipe, rel):
+    """(source, alternative, member) when `rel` names a member of a zip source that is not
+    unpacked (`<dest>/<file>/<member>`), else None."""
+    for src in recipe.sources:
+        if src.extract:
+            continue
+        dest = src.dest.strip("/")
+        for alt in src.alternatives:
+            base = f"{dest}/{alt.file}" if dest else alt.file
+            if alt.file.endswith(ZIP_SUFFIXES) and rel.startswith(base + "/"):
+                return src, alt, rel[len(base) + 1:]
+    return None
+
+
+def read_zip_member(archive, member):
+    """The bytes of one member of a zip file (None: not there, or not a regular file)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                return None
+            if info.is_dir() or (info.external_attr >> 16) & 0o170000 == 0o120000:
+                return None                  # a folder or a symbolic link
+            if info.file_size > MAX_ZIP_MEMBER:
+                raise UserError(f"{member} in {Path(archive).name} is {info.file_size} bytes; "
+                                f"a license text is at most {MAX_ZIP_MEMBER} bytes.")
+            with zf.open(info) as fh:
+                data = fh.read(MAX_ZIP_MEMBER + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise UserError(f"cannot read {archive}: {exc}.") from None
+    if len(data) > MAX_ZIP_MEMBER:
+        raise UserError(f"{member} in {Path(archive).name} unpacks to more than "
+                        f"{MAX_ZIP_MEMBER} bytes; a license text is smaller.")
+    return data
+
+
 def collect_license_texts(cfg, recipe, used_files):
     """[(relative path, bytes)] of the recipe's license_files, read from the source archives
     the component was built from (`used_files`: the source file names in its manifest)."""
     plan = {}                                # (archive, inner) -> {archive path: tree path}
+    texts = []
     for i, raw in enumerate(recipe.license_files):
         rel = _safe_rel(raw)
         if rel is None:
             raise UserError(f"'{raw}' is not a path inside the source tree.", recipe.path,
                             f"license_files[{i}]")
+        zipped = _zipped(recipe, rel)
+        if zipped is not None:
+            src, alt, member = zipped
+            archive = _download_path(cfg, alt.file, src)
+            if not Path(archive).is_file():
+                raise UserError(f"{alt.file} is not in the download cache.", recipe.path,
+                                "license_files", "Run `doit fetch` first.")
+            data = read_zip_member(archive, member)
+            if data is None:
+                raise UserError(f"license file '{rel}' is not in {alt.file} (looked for the "
+                                f"member '{member}').", recipe.path, f"license_files[{i}]",
+                                "Fix the path: <dest>/<wheel file>/<member in the wheel>.")
+            texts.append((rel, data))
+            continue
         # the source whose dest holds this path (longest dest wins); dest "" holds the rest
         candidates = [s for s in recipe.sources if s.extract and
                       (not s.dest or rel.startswith(s.dest.strip("/") + "/"))]
@@ -137,7 +199,6 @@ def collect_license_texts(cfg, recipe, used_files):
         inside = rel[len(src.dest.strip("/")) + 1:] if src.dest.strip("/") else rel
         archive = _download_path(cfg, alt.file, src)
         plan.setdefault((archive, alt.inner), {})[inside] = rel
-    texts = []
     for (archive, inner), members in plan.items():
         if not Path(archive).is_file():
             raise UserError(f"{Path(archive).name} is not in the download cache.", recipe.path,

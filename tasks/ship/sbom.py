@@ -1,11 +1,20 @@
 """The CycloneDX SBOM of an image: each component it holds, with its version, license,
-source files' URLs and sha256s, the Debian patches applied in its build (pedigree) and the
-CVEs they fix (vulnerabilities, resolved); legal:<image> writes it next to the image's
+package URL (the recipe's `purl`, else pkg:generic), source files' URLs and sha256s, the
+prebuilt files it installs (wheels), the Debian patches applied in its build (pedigree) and
+the CVEs they fix (vulnerabilities, resolved); legal:<image> writes it next to the image's
 tarball."""
 import uuid
 
 SBOM_SPEC = "1.6"
 NVD = "https://nvd.nist.gov/vuln/detail/"
+# Sources that are binaries built elsewhere, installed as they are: Python wheels.
+PREBUILT_SUFFIXES = (".whl",)
+
+
+def prebuilt_files(comp):
+    """The source files of a component (as its manifest lists them) that are prebuilt
+    binaries installed as they are, not built from source here: its wheels."""
+    return [s["file"] for s in comp.get("sources", []) if s["file"].endswith(PREBUILT_SUFFIXES)]
 
 
 def _license_factory():
@@ -57,12 +66,15 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
         recipe = recipes.get(comp["name"])
         refs = []
         first_url, first_sha = None, None
+        prebuilt = prebuilt_files(comp)
         for src in comp.get("sources", []):
             hashes = [HashType(alg=HashAlgorithm.SHA_256, content=src["sha256"])] if src.get("sha256") else []
+            binary = src["file"] in prebuilt
             for url in src.get("urls") or []:
-                refs.append(ExternalReference(type=ExternalReferenceType.SOURCE_DISTRIBUTION,
-                                              url=XsUri(url), hashes=hashes,
-                                              comment=f"source file {src['file']}"))
+                refs.append(ExternalReference(
+                    type=ExternalReferenceType.DISTRIBUTION if binary else
+                    ExternalReferenceType.SOURCE_DISTRIBUTION, url=XsUri(url), hashes=hashes,
+                    comment=f"{'prebuilt file' if binary else 'source file'} {src['file']}"))
                 if first_url is None and url.startswith(("https://", "http://")):
                     first_url, first_sha = url, src.get("sha256")
             if first_sha is None:
@@ -81,6 +93,10 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
             props.append(Property(name="dappdeps:source", value=f"{src['file']}@sha256:{src.get('sha256', '')}"))
         for path in license_dirs.get(comp["name"], []):
             props.append(Property(name="dappdeps:license-file", value=path))
+        # installed as built elsewhere: every file this component puts in the image (the
+        # distribution manifest's entries of the component) comes from these wheels
+        for file in prebuilt:
+            props.append(Property(name="dappdeps:prebuilt", value=file))
         licenses = [lf.make_from_string(comp["license"])] if comp.get("license") else []
         patches = comp.get("debian_patches") or []
         for patch in patches:
@@ -92,9 +108,7 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
                       name=comp["name"], version=str(comp.get("version", "")),
                       description=comp.get("description") or None,
                       bom_ref=f"component:{comp['name']}", licenses=licenses,
-                      purl=PackageURL(type="generic", name=comp["name"],
-                                      version=str(comp.get("version", "")),
-                                      qualifiers=qualifiers or None),
+                      purl=_purl(recipe, comp, qualifiers),
                       external_references=refs, properties=props,
                       pedigree=_pedigree(comp, patches) if patches else None)
         bom.components.add(c)
@@ -108,6 +122,22 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
         for vulnerability in _vulnerabilities(comp, by_name[comp["name"]]):
             bom.vulnerabilities.add(vulnerability)
     return JsonV1Dot6(bom).output_as_string(indent=1) + "\n"
+
+
+def _purl(recipe, comp, qualifiers):
+    """The recipe's purl (pkg:pypi/jinja2@3.1.6) when it has one, else pkg:generic/<name>;
+    either at the version the manifest records, with the first source's download_url and
+    checksum as qualifiers."""
+    from packageurl import PackageURL
+
+    version = str(comp.get("version", ""))
+    given = recipe.data.get("purl") if recipe is not None else None
+    if given:
+        base = PackageURL.from_string(given)
+        return PackageURL(type=base.type, namespace=base.namespace, name=base.name,
+                          version=version, qualifiers=qualifiers or None)
+    return PackageURL(type="generic", name=comp["name"], version=version,
+                      qualifiers=qualifiers or None)
 
 
 def _source_of(comp, file):

@@ -99,7 +99,8 @@ def legal_stamp(cfg, dist, name, spec):
     for comp in dist.components:
         r = cfg.recipes[comp]
         recipes[comp] = {"license": r.license, "license_files": list(r.license_files),
-                         "homepage": r.data.get("homepage", ""), "depends": list(r.depends)}
+                         "homepage": r.data.get("homepage", ""), "depends": list(r.depends),
+                         "purl": r.data.get("purl", "")}
     return Stamp(legal_paths(cfg.cache, name, dist.version)["stamp"], {
         "image": result.get("digest"), "manifest": manifest_digest,
         "include": list(spec["include"]), "exclude": list(spec["exclude"]),
