@@ -20,7 +20,7 @@ class Stage:
 
 
 STAGES = (
-    Stage("check-host", "host", "Verify the host tools the sandboxed builds need (LFS version-check.sh).",
+    Stage("check-host", "host", "Verify the host tools left outside the build root: bubblewrap, util-linux, mmdebstrap, apt.",
           default=True, builds=False, colour="#8d99ae", why="host tools are missing"),
     Stage("buildroot", "buildroot", "Make (or pull) the pinned Debian tree every build runs in (buildroot: in config.yaml).",
           default=False, builds=True, colour="#2a9d8f", why="no build root for this spec yet",
