@@ -19,7 +19,6 @@ second machine builds in the identical tree.
 """
 import os
 import shutil
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -113,16 +112,7 @@ def finish_tree(root):
     bits (a build needs neither; the cache must not hold setuid-root files), and create
     the files the sandbox binds over (a read-only tree cannot get new mount points)."""
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            mode = stat.S_IMODE(st.st_mode)
-            keep = mode & ~(stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH)
-            if keep != mode:
-                os.chmod(full, keep, follow_symlinks=False)
+    manifest.drop_privileges(root)          # the same rule as every captured output
     # mmdebstrap copies the host's hostname and resolv.conf into the tree and writes the
     # mirror into apt's sources: none of the host may reach a build, and the identity
     # (the package list) must say everything that differs between two roots
@@ -130,6 +120,7 @@ def finish_tree(root):
         path = root / rel
         if os.path.lexists(path):
             os.unlink(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         os.chmod(path, 0o644)
     for rel in REMOVED:
