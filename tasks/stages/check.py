@@ -1,13 +1,17 @@
 """Stage: check. Proof that a distribution works where users put it.
 
-check:<dist> (after assemble) does two things:
+check:<dist> (after assemble) does three things:
   - the ELF audit (tasks/verify/audit.py): interpreter, RPATH/RUNPATH, DT_NEEDED and
     the symbol versions needed of every executable and shared library resolve inside
     the dappdeps prefixes;
   - the smoke tests: each component's `smoke` commands run in an EMPTY root (no /usr,
     /lib, /etc), with only the distribution's and its used distributions' prefixes
     mounted, a hostile LD_LIBRARY_PATH and PATH. recipes/checks/ is mounted at
-    /dappdeps/check for commands that compile test programs; /tmp is writable.
+    /dappdeps/check for commands that compile test programs; /tmp is writable;
+  - the loader probe (tasks/verify/loader.py): the dynamic linker its programs use, run
+    setuid in secure mode with Qualys' CVE-2023-4911 string. A vulnerable loader fails
+    the check; one the probe cannot reach secure mode with fails it only when the
+    distribution keeps setuid files (otherwise it is a warning).
 Results: cache/checks/<dist>.json and .log.
 """
 import hashlib
@@ -20,11 +24,13 @@ from tasks.core import code
 from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
+from tasks.verify import loader
 from tasks.verify.audit import audit
 from tasks.verify.smoke import run_smoke, smoke_tests
 
 # the code that decides what a check finds
 CHECK_MODULES = ("tasks.stages.check", "tasks.verify.smoke", "tasks.verify.audit", "tasks.core.elf",
+                 "tasks.verify.loader",
                  "tasks.build.sandbox")
 
 
@@ -55,8 +61,10 @@ def check(cfg, dist_name):
     problems, count = audit(cfg, dist_name)
     results = run_smoke(cfg, dist_name, log)
     failed = [r for r in results if r["status"] != 0]
+    probe, probe_problem = _loader_probe(cfg, dist_name, log)
     report = {"distribution": dist_name, "elf_files": count, "elf_problems": problems,
-              "smoke": results, "passed": not problems and not failed}
+              "smoke": results, "loader_probe": probe,
+              "passed": not problems and not failed and not probe_problem}
     files.write_atomic(out / f"{dist_name}.json", json.dumps(report, indent=2) + "\n")
     echo(f"check:{dist_name}: ELF audit of {count} files: "
          f"{'clean' if not problems else f'{len(problems)} problem(s)'}; "
@@ -65,10 +73,30 @@ def check(cfg, dist_name):
         echo(f"  audit: {line}")
     for r in failed:
         echo(f"  smoke FAILED (exit {r['status']}): {r['command']}   [{r['component']}]")
-    if problems or failed:
+    if probe:
+        echo(f"check:{dist_name}: loader probe: {probe['verdict']}")
+    if probe_problem:
+        echo(f"  {probe_problem}")
+    if problems or failed or probe_problem:
         return TaskFailed(f"check:{dist_name} failed; details in {log} and {out / (dist_name + '.json')}")
     check_stamp(cfg, dist_name).write()
     return True
+
+
+def _loader_probe(cfg, dist_name, log):
+    """(report entry or None, what fails the check or None)."""
+    scratch = cfg.cache / "work" / "check" / f".{dist_name}-probe-{files.unique_suffix()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            probe = loader.probe_distribution(cfg, dist_name, scratch, log)
+        except loader.ProbeError as exc:
+            probe = {"vulnerable": None, "verdict": f"not probed: {exc}"}
+        if probe and probe["vulnerable"]:
+            return probe, f"loader probe FAILED: {probe['verdict']}"
+        return probe, loader.setuid_refusal(cfg, dist_name, scratch, log)
+    finally:
+        files.force_rmtree(scratch)
 
 
 def defaults(cfg, dist):

@@ -71,6 +71,9 @@ def export(cfg, dist_name, name):
     if message:                 # an edited output is named, never shipped
         return TaskFailed(message)
     stamp.remove()
+    refusal = _setuid_refusal(cfg, dist)
+    if refusal:                 # setuid files only on a loader proven not vulnerable
+        return TaskFailed(f"image:{name}: {refusal}")
     try:
         result = export_image(_manifest_path(cfg, dist), cfg.stage_of(dist.name),
                               paths["tar"], spec["repository"], dist.version,
@@ -92,6 +95,19 @@ def export(cfg, dist_name, name):
         echo(f"image:{name}: note: symlinks to paths outside the image: "
              f"{', '.join(result['dangling_links'][:5])}")
     return True
+
+
+def _setuid_refusal(cfg, dist):
+    from tasks.core import files
+    from tasks.verify import loader
+    if not dist.setuid:
+        return None
+    scratch = cfg.cache / "work" / "image" / f".{dist.name}-probe-{files.unique_suffix()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return loader.setuid_refusal(cfg, dist.name, scratch)
+    finally:
+        files.force_rmtree(scratch)
 
 
 def _clean(cfg, dist_name, name):
@@ -123,7 +139,9 @@ def tasks():
             "actions": [(export, [project, dist.name, name])],
             "uptodate": [uptodate_check(f"image:{name}",
                                         lambda d=dist, n=name, s=spec: image_stamp(project, d, n, s))],
-            "task_dep": [f"assemble:{dist.name}"],
+            # the loader probe of a distribution with setuid files reads its toolchain's
+            "task_dep": [f"assemble:{dist.name}"]
+                        + ([f"assemble:{dist.toolchain}"] if dist.setuid and dist.toolchain else []),
             "targets": [str(paths["tar"]), str(paths["json"])],
             "clean": [(_clean, [project, dist.name, name])],
             "verbosity": 2,
