@@ -1,0 +1,252 @@
+"""Multi-platform images (issue 16, point 4), with fixture distributions whose trees hold
+a file per platform (no arm64 build needed): each platform's export carries its
+architecture; one OCI image index lists them, with a reproducible digest; pushed to a
+real registry (Debian's docker-registry on 127.0.0.1), `podman pull --platform` and
+Docker's pull pick the right manifest; loading into Podman keeps one name per platform.
+A single-platform export's bytes are those of the exporter before platforms existed."""
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import uuid
+
+import pytest
+
+from enginefixture import EPOCH, engine, make_stage
+from registryfixture import RegistryServer, available
+from tasks.core.errors import UserError
+from tasks.ship import engine as eng
+from tasks.ship import registry
+from tasks.ship.image import export_image, host_platform, image_paths
+from tasks.ship.imageindex import index_paths, push_index, write_index
+
+REPO = "dappdeps-test/fx-platforms"
+PREFIX = "/.dapp/deps/fx/1.0"
+PLATFORMS = ("linux/amd64", "linux/arm64")
+RUN_ID = uuid.uuid4().hex[:8]
+
+# Digests of the text-only amd64 fixture below, written by the exporter of main at
+# 2ec81fc, before platforms existed: an amd64 image must keep them.
+BEFORE_PLATFORMS = {"digest": "sha256:edbadbb87c0183f3ecf4e10f168a64e080c32b165b30ff698ecec07831cd1bc4",
+                    "id": "sha256:fa8cdc6871b1bfb852aa6521e067c9a1641067d3fc5d1d4e35993ed8675dbec3"}
+
+
+def platform_stage(cache, arch):
+    """The fixture distribution fx 1.0 as built for one architecture: a file naming it,
+    and one file only that platform has."""
+    return make_stage(cache / arch, "fx", "1.0", {"hello": {
+        "share/platform": f"{arch}\n",
+        "bin/hello": ("file", "#!/bin/sh\necho hello\n", 0o755),
+        **({} if arch == "amd64" else {f"share/only-{arch}": f"built for {arch}\n"})}})
+
+
+def export_all(cache, out):
+    """Export every platform of fx to out/ (the image stage's names); [(platform, tar, result)]."""
+    exports = []
+    for plat in PLATFORMS:
+        tar = image_paths(out, "fx", "1.0", plat)["tar"]
+        result = export_image(platform_stage(cache, plat.split("/")[1]), None, tar, REPO,
+                              "1.0", source_date_epoch=EPOCH, platform=plat)
+        exports.append((plat, tar, result))
+    return exports
+
+
+def read_tar(path):
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("platforms")
+    exports = export_all(root / "stage", root / "cache")
+    index = write_index([tar for _p, tar, _r in exports], index_paths(root / "cache", "fx", "1.0")["index"])
+    return root, exports, index
+
+
+def test_single_platform_export_is_byte_identical_to_before(tmp_path):
+    """No platform (the host's) and an explicit linux/amd64 give the digests of before."""
+    assert host_platform() == "linux/amd64"
+    manifest = platform_stage(tmp_path / "stage", "amd64")
+    plain = export_image(manifest, None, tmp_path / "plain.tar", "dappdeps-test/fx", "1.0",
+                         source_date_epoch=EPOCH)
+    amd64 = export_image(manifest, None, tmp_path / "amd64.tar", "dappdeps-test/fx", "1.0",
+                         source_date_epoch=EPOCH, platform="linux/amd64")
+    assert {k: plain[k] for k in BEFORE_PLATFORMS} == BEFORE_PLATFORMS
+    assert (tmp_path / "plain.tar").read_bytes() == (tmp_path / "amd64.tar").read_bytes()
+    assert plain["platform"] == amd64["platform"] == "linux/amd64"
+    assert image_paths(tmp_path, "fx", "1.0")["tar"].name == "fx-1.0.tar"
+
+
+def test_each_platform_export_carries_its_architecture(exported):
+    _root, exports, _index = exported
+    for plat, tar, result in exports:
+        arch = plat.split("/")[1]
+        assert tar.name == ("fx-1.0-arm64.tar" if arch == "arm64" else "fx-1.0-amd64.tar")
+        assert result["platform"] == plat
+        blobs = read_tar(tar)
+        config = json.loads(blobs["blobs/sha256/" + result["id"].split(":")[1]])
+        assert (config["architecture"], config["os"]) == (arch, "linux")
+        (desc,) = json.loads(blobs["index.json"])["manifests"]
+        assert desc["platform"] == {"architecture": arch, "os": "linux"}
+        assert desc["annotations"]["org.opencontainers.image.ref.name"] == f"{REPO}:1.0"
+        # still a docker-archive, named as on its own platform
+        assert json.loads(blobs["manifest.json"])[0]["RepoTags"] == [f"{REPO}:1.0"]
+    assert exports[0][2]["digest"] != exports[1][2]["digest"]
+
+
+def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, tmp_path):
+    root, exports, index = exported
+    path = index_paths(root / "cache", "fx", "1.0")
+    body = path["index"].read_bytes()
+    assert index["digest"] == "sha256:" + hashlib.sha256(body).hexdigest()
+    assert path["digest"].read_text() == index["digest"] + "\n"
+    doc = json.loads(body)
+    assert doc["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [(d["platform"]["architecture"], d["digest"], d["mediaType"]) for d in doc["manifests"]] \
+        == [(p.split("/")[1], r["digest"], "application/vnd.oci.image.manifest.v1+json")
+            for p, _t, r in exports]
+    assert index["platforms"] == list(PLATFORMS)
+    # a second export of the same trees (other times, other umask) gives the same index
+    for file in (root / "stage").rglob("*"):
+        os.utime(file, (1, 1), follow_symlinks=False)
+    old = os.umask(0o077)
+    try:
+        again = export_all(root / "stage", tmp_path / "cache")
+    finally:
+        os.umask(old)
+    second = write_index([t for _p, t, _r in again], tmp_path / "fx-1.0.index.json")
+    assert second["digest"] == index["digest"]
+    assert (tmp_path / "fx-1.0.index.json").read_bytes() == body
+
+
+def test_index_refuses_a_repeated_platform_or_another_image(exported, tmp_path):
+    root, exports, _index = exported
+    tars = [t for _p, t, _r in exports]
+    with pytest.raises(UserError, match="each platform once"):
+        write_index([tars[0], tars[0]], tmp_path / "x.index.json")
+    other = export_image(platform_stage(tmp_path / "stage", "arm64"), None, tmp_path / "o.tar",
+                         "dappdeps-test/other", "1.0", source_date_epoch=EPOCH,
+                         platform="linux/arm64")
+    assert other["ref"] == "dappdeps-test/other:1.0"
+    with pytest.raises(UserError, match="name different images"):
+        write_index([tars[0], tmp_path / "o.tar"], tmp_path / "x.index.json")
+    with pytest.raises(UserError, match="os/architecture"):
+        export_image(platform_stage(tmp_path / "stage", "arm64"), None, tmp_path / "p.tar",
+                     REPO, "1.0", platform="arm64")
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    assert available(), "docker-registry is not installed: run ./setup"
+    with RegistryServer(tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pushed(exported, reg):
+    root, exports, index = exported
+    client = registry.Registry(reg.url)
+    digest, sent = push_index(client, REPO, "1.0", index_paths(root / "cache", "fx", "1.0")["index"],
+                              [t for _p, t, _r in exports])
+    return f"{reg.url.split('//', 1)[1]}/{REPO}:1.0", digest, sent
+
+
+def test_push_sends_each_manifest_then_the_index(exported, reg, pushed):
+    _root, exports, index = exported
+    _name, digest, sent = pushed
+    assert digest == index["digest"] and sent > 0
+    client = registry.Registry(reg.url)
+    body, got = client.get_manifest(REPO, "1.0", accept=(registry.MEDIA_INDEX,))
+    assert got == index["digest"]
+    assert client.manifest_digest(REPO, "1.0", accept=(registry.MEDIA_INDEX,)) == index["digest"]
+    for _p, _t, result in exports:
+        assert client.get_manifest(REPO, result["digest"])[1] == result["digest"]
+    assert reg.tags(REPO) == ["1.0"]
+    # the same again uploads no blob
+    assert push_index(client, REPO, "1.0", exported[0] / "cache/images/fx-1.0.index.json",
+                      [t for _p, t, _r in exports]) == (digest, 0)
+
+
+def test_push_refuses_an_index_of_older_exports(exported, reg, tmp_path):
+    _root, exports, _index = exported
+    stale = tmp_path / "stale.index.json"
+    doc = json.loads((exported[0] / "cache/images/fx-1.0.index.json").read_bytes())
+    doc["manifests"].reverse()
+    stale.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="write the index again"):
+        push_index(registry.Registry(reg.url), REPO, "stale", stale, [t for _p, t, _r in exports])
+
+
+def podman(*args):
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("plat", PLATFORMS)
+def test_podman_pull_picks_the_platform(pushed, exported, plat):
+    """`podman pull --platform` (the CLI) takes that platform's manifest from the index:
+    the image's Architecture and the file only that platform's tree holds."""
+    name, _digest, _sent = pushed
+    arch = plat.split("/")[1]
+    result = {p: r for p, _t, r in exported[1]}[plat]
+    done = podman("pull", "-q", "--tls-verify=false", "--platform", plat, name)
+    assert done.returncode == 0, done.stderr
+    image_id = done.stdout.split()[-1]
+    try:
+        assert "sha256:" + image_id == result["id"]
+        inspect = json.loads(podman("image", "inspect", image_id).stdout)[0]
+        assert (inspect["Architecture"], inspect["Os"]) == (arch, "linux")
+        assert any(d.endswith("@" + result["digest"]) for d in inspect["RepoDigests"])
+        mounted = podman("image", "mount", image_id)
+        assert mounted.returncode == 0, mounted.stderr
+        try:
+            root = mounted.stdout.strip() + PREFIX
+            with open(f"{root}/share/platform") as fh:
+                assert fh.read() == f"{arch}\n"
+            assert os.path.exists(f"{root}/share/only-arm64") == (arch == "arm64")
+        finally:
+            podman("image", "unmount", image_id)
+    finally:
+        podman("rmi", "-f", image_id)
+
+
+@pytest.mark.parametrize("plat", PLATFORMS)
+def test_docker_pull_picks_the_platform(pushed, exported, plat):
+    """Docker Engine 20.10 (the private dockerd, through the API as `docker pull
+    --platform`): the same choice."""
+    name, _digest, _sent = pushed
+    client = engine("docker")
+    result = {p: r for p, _t, r in exported[1]}[plat]
+    repository, tag = name.rsplit(":", 1)
+    image = client.images.pull(repository, tag=tag, platform=plat)
+    try:
+        info = client.api.inspect_image(image.id)
+        assert info["Id"] == result["id"]
+        assert (info["Architecture"], info["Os"]) == (plat.split("/")[1], "linux")
+    finally:
+        client.images.remove(image.id, force=True)
+
+
+def test_load_into_podman_per_platform(exported):
+    """Both platforms' tarballs into Podman: the host's keeps the plain name, arm64 gets
+    <tag>-arm64; a second load finds both up to date."""
+    _root, exports, _index = exported
+    client = engine("podman")
+    ref = f"{REPO}-{RUN_ID}:1.0"            # the tarballs also name REPO:1.0
+    try:
+        status = eng.load_platforms(client, exports, ref)
+        assert status == {"linux/amd64": "loaded", "linux/arm64": "loaded"}
+        by_platform = {p: r for p, _t, r in exports}
+        amd64 = client.api.inspect_image(ref)
+        arm64 = client.api.inspect_image(ref + "-arm64")
+        assert (amd64["Id"], amd64["Architecture"]) == (by_platform["linux/amd64"]["id"], "amd64")
+        assert (arm64["Id"], arm64["Architecture"]) == (by_platform["linux/arm64"]["id"], "arm64")
+        assert eng.load_platforms(client, exports, ref) == \
+            {"linux/amd64": "up to date", "linux/arm64": "up to date"}
+    finally:
+        for name in (ref, ref + "-arm64", f"{REPO}:1.0"):
+            try:
+                client.images.remove(name, force=True)
+            except Exception:               # noqa: BLE001 - already gone
+                pass
