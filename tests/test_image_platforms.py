@@ -7,13 +7,16 @@ A single-platform export's bytes are those of the exporter before platforms exis
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
 import pytest
 
-from enginefixture import EPOCH, engine, make_stage
+from enginefixture import (EPOCH, busybox_files, busybox_path, engine, ensure_image,
+                           foreign_busybox, make_stage)
 from registryfixture import RegistryServer, available
 from tasks.core.errors import UserError
 from tasks.ship import engine as eng
@@ -32,21 +35,23 @@ BEFORE_PLATFORMS = {"digest": "sha256:edbadbb87c0183f3ecf4e10f168a64e080c32b165b
                     "id": "sha256:fa8cdc6871b1bfb852aa6521e067c9a1641067d3fc5d1d4e35993ed8675dbec3"}
 
 
-def platform_stage(cache, arch):
+def platform_stage(cache, arch, busybox=None):
     """The fixture distribution fx 1.0 as built for one architecture: a file naming it,
-    and one file only that platform has."""
+    one file only that platform has, and (busybox) a static busybox of that architecture."""
     return make_stage(cache / arch, "fx", "1.0", {"hello": {
         "share/platform": f"{arch}\n",
         "bin/hello": ("file", "#!/bin/sh\necho hello\n", 0o755),
+        **({"bin/busybox": ("copy", str(busybox), 0o755)} if busybox else {}),
         **({} if arch == "amd64" else {f"share/only-{arch}": f"built for {arch}\n"})}})
 
 
-def export_all(cache, out):
+def export_all(cache, out, busyboxes):
     """Export every platform of fx to out/ (the image stage's names); [(platform, tar, result)]."""
     exports = []
     for plat in PLATFORMS:
+        arch = plat.split("/")[1]
         tar = image_paths(out, "fx", "1.0", plat)["tar"]
-        result = export_image(platform_stage(cache, plat.split("/")[1]), None, tar, REPO,
+        result = export_image(platform_stage(cache, arch, busyboxes[arch]), None, tar, REPO,
                               "1.0", source_date_epoch=EPOCH, platform=plat)
         exports.append((plat, tar, result))
     return exports
@@ -58,9 +63,15 @@ def read_tar(path):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def busyboxes(tmp_path_factory):
+    """Static busybox programs: the host's (amd64) and Debian's arm64 one."""
+    return {"amd64": busybox_path(), "arm64": foreign_busybox(tmp_path_factory.mktemp("arm64"))}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, busyboxes):
     root = tmp_path_factory.mktemp("platforms")
-    exports = export_all(root / "stage", root / "cache")
+    exports = export_all(root / "stage", root / "cache", busyboxes)
     index = write_index([tar for _p, tar, _r in exports], index_paths(root / "cache", "fx", "1.0")["index"])
     return root, exports, index
 
@@ -96,7 +107,7 @@ def test_each_platform_export_carries_its_architecture(exported):
     assert exports[0][2]["digest"] != exports[1][2]["digest"]
 
 
-def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, tmp_path):
+def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, busyboxes, tmp_path):
     root, exports, index = exported
     path = index_paths(root / "cache", "fx", "1.0")
     body = path["index"].read_bytes()
@@ -113,7 +124,7 @@ def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, tmp_
         os.utime(file, (1, 1), follow_symlinks=False)
     old = os.umask(0o077)
     try:
-        again = export_all(root / "stage", tmp_path / "cache")
+        again = export_all(root / "stage", tmp_path / "cache", busyboxes)
     finally:
         os.umask(old)
     second = write_index([t for _p, t, _r in again], tmp_path / "fx-1.0.index.json")
@@ -205,6 +216,9 @@ def test_podman_pull_picks_the_platform(pushed, exported, plat):
             with open(f"{root}/share/platform") as fh:
                 assert fh.read() == f"{arch}\n"
             assert os.path.exists(f"{root}/share/only-arm64") == (arch == "arm64")
+            kind = subprocess.run(["file", "-b", f"{root}/bin/busybox"], capture_output=True,
+                                  text=True).stdout
+            assert ("ARM aarch64" if arch == "arm64" else "x86-64") in kind, kind
         finally:
             podman("image", "unmount", image_id)
     finally:
@@ -250,3 +264,31 @@ def test_load_into_podman_per_platform(exported):
                 client.images.remove(name, force=True)
             except Exception:               # noqa: BLE001 - already gone
                 pass
+
+
+def test_arm64_image_runs_under_qemu_in_an_arm64_busybox(pushed, busyboxes, tmp_path):
+    """The arm64 image pulled from the index, mounted (`--mount type=image`) into an arm64
+    busybox image, its aarch64 busybox run with `podman run --platform linux/arm64`: needs
+    qemu-user-static registered in binfmt_misc (docs/images.md says how)."""
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    assert entry.exists(), "no qemu-aarch64 in binfmt_misc: see docs/images.md (arm64 here)"
+    text = entry.read_text()
+    flags = re.search(r"^flags: (\S*)$", text, re.M)
+    assert text.startswith("enabled") and flags and "F" in flags.group(1), \
+        f"qemu-aarch64 must be enabled with flag F (fix binary) for containers: {text!r}"
+    client = engine("podman")
+    base = ensure_image(client, tmp_path, "dappdeps-test/busybox",
+                        busybox_files(busyboxes["arm64"]), tag="latest-arm64", cmd=["sh"],
+                        architecture="arm64")
+    name, _digest, _sent = pushed
+    pulled = podman("pull", "-q", "--tls-verify=false", "--platform", "linux/arm64", name)
+    assert pulled.returncode == 0, pulled.stderr
+    image_id = pulled.stdout.split()[-1]
+    try:
+        done = podman("run", "--rm", "--network", "none", "--platform", "linux/arm64",
+                      "--mount", f"type=image,source={image_id},target=/img", base,
+                      "sh", "-c", f"uname -m; /img{PREFIX}/bin/busybox cat /img{PREFIX}/share/platform")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["aarch64", "arm64"]
+    finally:
+        podman("rmi", "-f", image_id)
