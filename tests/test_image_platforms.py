@@ -21,7 +21,7 @@ from registryfixture import RegistryServer, available
 from tasks.core.errors import UserError
 from tasks.ship import engine as eng
 from tasks.ship import registry
-from tasks.ship.image import export_image, host_platform, image_paths
+from tasks.ship.image import export_image, host_platform, image_paths, platform_fields
 from tasks.ship.imageindex import index_paths, push_index, write_index
 
 REPO = "dappdeps-test/fx-platforms"
@@ -130,6 +130,22 @@ def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, busy
     second = write_index([t for _p, t, _r in again], tmp_path / "fx-1.0.index.json")
     assert second["digest"] == index["digest"]
     assert (tmp_path / "fx-1.0.index.json").read_bytes() == body
+
+
+def test_a_variant_is_written_as_given_and_none_is_added(tmp_path):
+    assert platform_fields("linux/arm64") == {"architecture": "arm64", "os": "linux"}
+    assert platform_fields("linux/arm64/v8") == {"architecture": "arm64", "os": "linux",
+                                                 "variant": "v8"}
+    assert platform_fields(None) == {"architecture": "amd64", "os": "linux"}
+    result = export_image(platform_stage(tmp_path / "stage", "arm64"), None,
+                          image_paths(tmp_path, "fx", "1.0", "linux/arm64/v8")["tar"], REPO,
+                          "1.0", source_date_epoch=EPOCH, platform="linux/arm64/v8")
+    assert result["platform"] == "linux/arm64/v8"
+    blobs = read_tar(tmp_path / "images/fx-1.0-arm64-v8.tar")
+    config = json.loads(blobs["blobs/sha256/" + result["id"].split(":")[1]])
+    assert config["variant"] == "v8"
+    (desc,) = json.loads(blobs["index.json"])["manifests"]
+    assert desc["platform"] == {"architecture": "arm64", "os": "linux", "variant": "v8"}
 
 
 def test_index_refuses_a_repeated_platform_or_another_image(exported, tmp_path):
@@ -292,3 +308,40 @@ def test_arm64_image_runs_under_qemu_in_an_arm64_busybox(pushed, busyboxes, tmp_
         assert done.stdout.split() == ["aarch64", "arm64"]
     finally:
         podman("rmi", "-f", image_id)
+
+
+@pytest.mark.parametrize("engine_name", ("podman", "docker"))
+def test_arm64_image_through_volumes_from_in_each_engine(pushed, exported, busyboxes, engine_name,
+                                                         tmp_path):
+    """The seed's way on arm64, in both engines: the arm64 image pulled from the index
+    (Docker's API with platform=linux/arm64; Podman's CLI, as its Docker API pulls over
+    TLS only and the test registry speaks plain HTTP), a volume container of it, and an
+    arm64 busybox container with --volumes-from NAME:ro runs the aarch64 busybox of the
+    prefix (qemu through binfmt_misc; the engines warn that the platform differs and run
+    it)."""
+    client = engine(engine_name)
+    base = ensure_image(client, tmp_path, "dappdeps-test/busybox",
+                        busybox_files(busyboxes["arm64"]), tag="latest-arm64", cmd=["sh"],
+                        architecture="arm64")
+    name, _digest, _sent = pushed
+    repository, tag = name.rsplit(":", 1)
+    if engine_name == "podman":
+        pulled = podman("pull", "-q", "--tls-verify=false", "--platform", "linux/arm64", name)
+        assert pulled.returncode == 0, pulled.stderr
+        image = client.images.get(pulled.stdout.split()[-1])
+    else:
+        image = client.images.pull(repository, tag=tag, platform="linux/arm64")
+    arm64 = {p: r for p, _t, r in exported[1]}["linux/arm64"]
+    volume = f"dappdeps-test-arm64-{RUN_ID}"
+    try:
+        assert client.api.inspect_image(image.id)["Architecture"] == "arm64"
+        assert eng.has_image(client, image.id, arm64["id"], arm64["digest"])
+        eng.create_volume_container(client, image.id, PREFIX, volume)
+        code, out = eng.run(client, base, ["sh", "-c", f"uname -m; {PREFIX}/bin/busybox cat "
+                                                       f"{PREFIX}/share/platform"],
+                            volumes_from=[f"{volume}:ro"])
+        assert code == 0, out
+        assert out.split()[-2:] == ["aarch64", "arm64"]
+    finally:
+        eng.remove_container(client, volume)
+        client.images.remove(image.id, force=True)
