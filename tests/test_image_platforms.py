@@ -31,8 +31,9 @@ RUN_ID = uuid.uuid4().hex[:8]
 
 # Digests of the text-only amd64 fixture below, written by the exporter of main at
 # 2ec81fc, before platforms existed: an amd64 image must keep them.
-BEFORE_PLATFORMS = {"digest": "sha256:edbadbb87c0183f3ecf4e10f168a64e080c32b165b30ff698ecec07831cd1bc4",
-                    "id": "sha256:fa8cdc6871b1bfb852aa6521e067c9a1641067d3fc5d1d4e35993ed8675dbec3"}
+BEFORE_PLATFORMS = {
+    "digest": "sha256:edbadbb87c0183f3ecf4e10f168a64e080c32b165b30ff698ecec07831cd1bc4",
+    "id": "sha256:fa8cdc6871b1bfb852aa6521e067c9a1641067d3fc5d1d4e35993ed8675dbec3"}
 
 
 def platform_stage(cache, arch, busybox=None):
@@ -72,7 +73,8 @@ def busyboxes(tmp_path_factory):
 def exported(tmp_path_factory, busyboxes):
     root = tmp_path_factory.mktemp("platforms")
     exports = export_all(root / "stage", root / "cache", busyboxes)
-    index = write_index([tar for _p, tar, _r in exports], index_paths(root / "cache", "fx", "1.0")["index"])
+    index = write_index([tar for _p, tar, _r in exports],
+                        index_paths(root / "cache", "fx", "1.0")["index"])
     return root, exports, index
 
 
@@ -115,7 +117,9 @@ def test_index_lists_each_platform_and_its_digest_is_reproducible(exported, busy
     assert path["digest"].read_text() == index["digest"] + "\n"
     doc = json.loads(body)
     assert doc["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    assert [(d["platform"]["architecture"], d["digest"], d["mediaType"]) for d in doc["manifests"]] \
+    listed = [(d["platform"]["architecture"], d["digest"], d["mediaType"])
+              for d in doc["manifests"]]
+    assert listed \
         == [(p.split("/")[1], r["digest"], "application/vnd.oci.image.manifest.v1+json")
             for p, _t, r in exports]
     assert index["platforms"] == list(PLATFORMS)
@@ -175,7 +179,8 @@ def reg(tmp_path_factory):
 def pushed(exported, reg):
     root, exports, index = exported
     client = registry.Registry(reg.url)
-    digest, sent = push_index(client, REPO, "1.0", index_paths(root / "cache", "fx", "1.0")["index"],
+    digest, sent = push_index(client, REPO, "1.0",
+                              index_paths(root / "cache", "fx", "1.0")["index"],
                               [t for _p, t, _r in exports])
     return f"{reg.url.split('//', 1)[1]}/{REPO}:1.0", digest, sent
 
@@ -303,7 +308,8 @@ def test_arm64_image_runs_under_qemu_in_an_arm64_busybox(pushed, busyboxes, tmp_
     try:
         done = podman("run", "--rm", "--network", "none", "--platform", "linux/arm64",
                       "--mount", f"type=image,source={image_id},target=/img", base,
-                      "sh", "-c", f"uname -m; /img{PREFIX}/bin/busybox cat /img{PREFIX}/share/platform")
+                      "sh", "-c",
+                      f"uname -m; /img{PREFIX}/bin/busybox cat /img{PREFIX}/share/platform")
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["aarch64", "arm64"]
     finally:

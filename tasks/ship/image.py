@@ -25,10 +25,10 @@ default): strip.py; cache/stage keeps the unstripped originals.
 import hashlib
 import json
 import os
-from platform import machine as host_machine
 import re
 import time
 from pathlib import Path
+from platform import machine as host_machine
 
 from tasks.build.manifest import privileged
 from tasks.core.errors import DiskFull, UserError
