@@ -167,7 +167,7 @@ def demo_stage(cache, dist="fx", version="1.0", workdir=None):
 
 # ---- images made without a registry ------------------------------------------------
 def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None,
-                 entrypoint=None):
+                 entrypoint=None, architecture="amd64"):
     """A one-layer docker-archive (manifest.json + config + layer.tar) holding files
     ({path: ("file", bytes, mode) | ("symlink", target) | ("dir", mode)}); no daemon."""
     layer = io.BytesIO()
@@ -187,7 +187,7 @@ def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None,
                 tar.addfile(info, io.BytesIO(data))
     layer_bytes = layer.getvalue()
     diff_id = hashlib.sha256(layer_bytes).hexdigest()
-    config = {"architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
+    config = {"architecture": architecture, "os": "linux", "created": "2023-11-14T22:13:20Z",
               "config": {"Env": env or ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
                          **({"Cmd": cmd} if cmd else {}),
                          **({"Entrypoint": entrypoint} if entrypoint else {})},
@@ -206,10 +206,11 @@ def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None,
     return f"sha256:{config_hex}"
 
 
-def busybox_files():
-    busybox = busybox_path()
-    data = Path(busybox).read_bytes()
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
+def busybox_files(busybox=None):
+    """A busybox image's files: the host's busybox-static, or another one (foreign_busybox:
+    the host's names its applets, the same Debian version has the same list)."""
+    data = Path(busybox or busybox_path()).read_bytes()
+    applets = subprocess.run([busybox_path(), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
     files = {"bin": ("dir", 0o755), "bin/busybox": ("file", data, 0o755),
              "etc": ("dir", 0o755), "tmp": ("dir", 0o1777), "root": ("dir", 0o700),
@@ -219,6 +220,41 @@ def busybox_files():
         if applet != "busybox":
             files[f"bin/{applet}"] = ("symlink", "busybox")
     return files
+
+
+def foreign_busybox(work, arch="arm64"):
+    """Debian's busybox-static for another architecture, of the host's Debian release and
+    from the mirror the host's apt reads: apt with private state (it checks the archive's
+    signature) downloads the .deb, dpkg-deb unpacks it. Returns its bin/busybox."""
+    from tasks.sources.debian import host_mirror
+    work = Path(work)
+    found = sorted(work.glob(f"root-{arch}/bin/busybox"))
+    if found:
+        return found[0]
+    mirror = host_mirror()
+    if not mirror:
+        pytest.fail("the host's apt reads no Debian archive: cannot fetch busybox-static:" + arch)
+    suite = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().split()
+                 if "=" in line).get("VERSION_CODENAME", "bookworm").strip('"')
+    apt = work / f"apt-{arch}"
+    for sub in ("lists/partial", "cache/archives/partial", "state", "parts", "deb"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "state/status").touch()
+    (apt / "sources.list").write_text(
+        f"deb [arch={arch} signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        f"{mirror} {suite} main\n")
+    opts = [f"-oDir::Etc::SourceList={apt}/sources.list", f"-oDir::Etc::SourceParts={apt}/parts",
+            f"-oDir::State={apt}/state", f"-oDir::State::Lists={apt}/lists",
+            f"-oDir::Cache={apt}/cache", f"-oAPT::Architecture={arch}",
+            f"-oAPT::Architectures::={arch}", "-oAPT::Sandbox::User=root",
+            "-oAcquire::Languages=none"]
+    for args, cwd in ((["update"], None), (["download", "busybox-static"], apt / "deb")):
+        done = subprocess.run(["apt-get", *opts, "-qq", *args], capture_output=True, text=True,
+                              cwd=cwd, timeout=300)
+        assert done.returncode == 0, f"apt-get {args[0]} ({arch}): {done.stderr[-2000:]}"
+    (deb,) = (apt / "deb").glob(f"busybox-static_*_{arch}.deb")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(work / f"root-{arch}")], check=True)
+    return work / f"root-{arch}/bin/busybox"
 
 
 # ---- engine access -----------------------------------------------------------------
@@ -264,10 +300,12 @@ def engine_config(*names):
     return [{"name": n, "host": engine_host(n)} for n in names]
 
 
-def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None, entrypoint=None):
+def ensure_image(client, tmp_dir, repository, files, tag="latest", cmd=None, entrypoint=None,
+                 architecture="amd64"):
     """Load a rootfs image once per engine (same content -> same id -> skipped)."""
     from tasks.ship import engine as eng
     tar = Path(tmp_dir) / f"{repository.replace('/', '_')}-{tag}.tar"
-    image_id = rootfs_image(tar, repository, tag, files, cmd, entrypoint=entrypoint)
+    image_id = rootfs_image(tar, repository, tag, files, cmd, entrypoint=entrypoint,
+                            architecture=architecture)
     eng.load(client, tar, f"{repository}:{tag}", image_id)
     return f"{repository}:{tag}"

@@ -23,6 +23,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from tasks.core.errors import UserError
+from tasks.ship.image import host_platform, platform_suffix
 
 DEFAULT_SOCKETS = (
     "/var/run/docker.sock",
@@ -229,6 +230,21 @@ def load(client, tar_path, ref, image_id, digest=None):
         raise UserError(f"loaded {tar_path}, but {ref} is not image {image_id} (it is "
                         f"{(_inspect(client, ref) or {}).get('Id')}).")
     return "loaded"
+
+
+def load_platforms(client, exports, ref, host=None):
+    """Load each platform's tarball of a multi-platform image. An engine's name points at
+    one image, so the host's platform (or else the first) gets ref, every other platform
+    <ref>-<arch> (dappdeps/base:0.1.0-arm64). The host's is loaded last: loading a
+    tarball also names the image after its RepoTags, which are ref in every platform's.
+    exports: [(platform, tar, result)]. Returns {platform: "loaded"/"up to date"}."""
+    platforms = [p for p, _tar, _result in exports]
+    main = (host or host_platform()) if (host or host_platform()) in platforms else platforms[0]
+    status = {}
+    for plat, tar, result in sorted(exports, key=lambda e: e[0] == main):
+        name = ref if plat == main else ref + platform_suffix(plat)
+        status[plat] = load(client, tar, name, result["id"], result["digest"])
+    return status
 
 
 def push(client, ref, registry=""):

@@ -25,10 +25,10 @@ default): strip.py; cache/stage keeps the unstripped originals.
 import hashlib
 import json
 import os
-import platform
 import re
 import time
 from pathlib import Path
+from platform import machine as host_machine
 
 from tasks.build.manifest import privileged
 from tasks.core.errors import DiskFull, UserError
@@ -48,9 +48,11 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 # ---- paths -------------------------------------------------------------------------
-def image_paths(cache, name, version):
-    """Where image:<name> writes: the tar, its result (.json/.digest) and its stamp."""
-    base = Path(cache) / "images" / f"{name}-{version}"
+def image_paths(cache, name, version, platform=None):
+    """Where image:<name> writes: the tar, its result (.json/.digest) and its stamp.
+    platform (e.g. "linux/arm64"): that platform's export of a multi-platform image,
+    <name>-<version>-arm64.tar; None: the single-platform names of before."""
+    base = Path(cache) / "images" / f"{name}-{version}{platform_suffix(platform)}"
     return {"tar": base.with_name(base.name + ".tar"),
             "json": base.with_name(base.name + ".json"),
             "digest": base.with_name(base.name + ".digest"),
@@ -71,10 +73,37 @@ def rfc3339(epoch):
 
 
 def _arch():
-    machine = platform.machine().lower()
+    machine = host_machine().lower()
     return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
             "armv7l": "arm", "i686": "386", "i386": "386", "ppc64le": "ppc64le",
             "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+
+
+def host_platform():
+    """"linux/amd64" on an x86_64 Linux host: what an image without a platform is for."""
+    return f"linux/{_arch()}"
+
+
+def platform_fields(text=None):
+    """"linux/arm64" or "linux/arm64/v8" -> the OCI platform object ({"architecture",
+    "os"[, "variant"]}); None -> the host's."""
+    parts = (text or host_platform()).strip().split("/")
+    if len(parts) not in (2, 3) or not all(re.fullmatch(r"[a-z0-9_]+", p) for p in parts):
+        raise UserError(f"platform {text!r} is not of the form os/architecture[/variant] "
+                        "(e.g. linux/arm64).")
+    fields = {"architecture": parts[1], "os": parts[0]}
+    if len(parts) == 3:
+        fields["variant"] = parts[2]
+    return fields
+
+
+def platform_suffix(text=None):
+    """"" for None; "-arm64" for linux/arm64, "-freebsd-amd64", "-arm-v7": file names."""
+    if text is None:
+        return ""
+    fields = platform_fields(text)
+    words = ([] if fields["os"] == "linux" else [fields["os"]]) + [fields["architecture"]]
+    return "-" + "-".join(words + ([fields["variant"]] if "variant" in fields else []))
 
 
 def _blob(obj):
@@ -131,7 +160,7 @@ def normalized_name(repository, tag):
 # ---- export ------------------------------------------------------------------------
 def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("**",),
                  exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True,
-                 strip=False, setuid=()):
+                 strip=False, setuid=(), platform=None):
     """Write out_tar (docker-archive + OCI layout) and, next to it, <stem>.json and
     <stem>.digest. Returns the result dict (also the content of <stem>.json).
 
@@ -147,6 +176,9 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     strip          ship `strip --strip-unneeded` copies of the host-architecture ELF
                    executables and shared libraries (the stage keeps the originals); the
                    image task passes the image's `strip` option (default true there)
+    platform       "linux/arm64": the platform the tree was built for (the config's
+                   architecture/os and the index's platform); None: the host's, as
+                   before platforms existed (same bytes)
     """
     manifest_path = Path(manifest_path)
     out_tar = Path(out_tar)
@@ -158,6 +190,7 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     stage_dir = Path(stage_dir) if stage_dir else manifest_path.parent / doc["distribution"]
     prefix = doc["prefix"].strip("/")
     epoch = int(source_date_epoch)
+    target = platform_fields(platform)
     entries = select(doc["entries"], include or ["**"], exclude or [])
     if not any(e["type"] != "dir" for e in entries):
         raise UserError(f"image {repository}:{tag} would hold no file: the include patterns "
@@ -189,7 +222,7 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,
-                                  all_labels, stripper)
+                                  all_labels, stripper, target)
             if fsync:
                 os.fsync(fd)
         except BaseException as exc:
@@ -217,7 +250,7 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
 
 
 def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, labels,
-                 stripper=None):
+                 stripper, target):
     outer = []
 
     def member(name, data=b"", typeflag=FILE, mode=0o644):
@@ -286,8 +319,7 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
 
     # 2. config, manifest, index and the docker-archive manifest.json
     config = {
-        "architecture": _arch(),
-        "os": "linux",
+        **target,                       # architecture, os (and variant)
         "created": rfc3339(epoch),
         "config": {"Labels": labels, "Volumes": {doc["prefix"]: {}}},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
@@ -314,7 +346,7 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
         "manifests": [{
             "mediaType": MEDIA_MANIFEST, "digest": f"sha256:{manifest_hex}",
             "size": len(manifest_blob),
-            "platform": {"architecture": _arch(), "os": "linux"},
+            "platform": target,
             "annotations": {"io.containerd.image.name": normalized_name(repository, tag),
                             "org.opencontainers.image.ref.name": ref},
         }],
@@ -344,4 +376,5 @@ def _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch, la
         "entries": len(entries),
         "content_size": content,
         "created": rfc3339(epoch),
+        "platform": "/".join(target[k] for k in ("os", "architecture", "variant") if k in target),
     }

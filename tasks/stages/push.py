@@ -6,13 +6,14 @@ digest as the exported image), then reads the manifest back to check it.
 No container engine is involved (load:<name> with engine.push pushes through one).
 Not part of a plain `doit` unless image_registry.default is true.
 """
-import json
 import re
 import tarfile
 
+from tasks.core.errors import UserError
 from tasks.core.log import echo
 from tasks.ship import credentials, registry
 from tasks.ship.image import image_paths, read_result
+from tasks.ship.ocilayout import read_layout, upload_image
 from tasks.model.project import project
 
 
@@ -36,47 +37,6 @@ def _client(cfg):
     user, password, _where = credentials.resolve_credentials(
         s["url"], s["username_env"], s["password_env"], s["docker_config"])
     return registry.Registry(s["url"], user, password, s["connect_timeout"], s["read_timeout"])
-
-
-class _Member:
-    """A tar member's bytes as a file object for requests (streamed, sized)."""
-
-    def __init__(self, path, offset, size):
-        self.fh = open(path, "rb")
-        self.fh.seek(offset)
-        self.left = size
-
-    def __len__(self):
-        return self.left
-
-    def read(self, n=-1):
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self.fh.read(n)
-        self.left -= len(data)
-        return data
-
-    def __iter__(self):
-        while True:
-            data = self.read(1 << 20)
-            if not data:
-                return
-            yield data
-
-    def close(self):
-        self.fh.close()
-
-
-def read_layout(tar_path):
-    """(manifest bytes, manifest digest, {digest: (offset, size)}) of the OCI layout in an
-    exported image tar."""
-    with tarfile.open(tar_path) as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        index = json.loads(tar.extractfile(members["index.json"]).read())
-        desc = index["manifests"][0]
-        blobs = {"sha256:" + n.rsplit("/", 1)[1]: (m.offset_data, m.size)
-                 for n, m in members.items() if n.startswith("blobs/sha256/")}
-        body = tar.extractfile(members["blobs/sha256/" + desc["digest"].split(":", 1)[1]]).read()
-    return body, desc["digest"], blobs
 
 
 def push_is_current(cfg, dist_name, name):
@@ -112,25 +72,18 @@ def push_action(cfg, dist_name, name):
         return TaskFailed(f"error: {paths['tar']} is missing: run the image:{name} task.")
     where = f"{url}/{repo}:{tag}"
     try:
-        body, digest, blobs = read_layout(paths["tar"])
-        doc = json.loads(body)
+        layout = read_layout(paths["tar"])
         client = _client(cfg)
-        sent = 0
-        for desc in [doc["config"]] + doc["layers"]:
-            offset, size = blobs[desc["digest"]]
-            if size != desc["size"]:
-                return TaskFailed(f"error: {paths['tar']}: blob {desc['digest']} is {size} "
-                                  f"bytes, its descriptor says {desc['size']}.")
-            if client.upload_blob(repo, desc["digest"], size,
-                                  lambda o=offset, s=size: _Member(paths["tar"], o, s)):
-                sent += size
-        pushed = client.put_manifest(repo, tag, body, doc.get("mediaType", registry.MEDIA_MANIFEST))
+        sent = upload_image(client, repo, layout, tag)
         back = client.get_manifest(repo, tag)
+    except UserError as exc:
+        return TaskFailed(f"error: push:{name}: {exc.render()}")
     except (registry.RegistryError, OSError, KeyError, ValueError, tarfile.TarError) as exc:
         return TaskFailed(f"error: push:{name}: pushing {paths['tar']} to {where} failed: {exc}. "
                           "Check image_registry in config.yaml and the credentials "
                           "(image_registry.username_env/password_env or the Docker config).")
-    if pushed != digest or back is None or back[1] != digest:
+    digest = layout.digest
+    if back is None or back[1] != digest:
         return TaskFailed(f"error: push:{name}: {where} reads back as "
                           f"{back[1] if back else 'nothing'}, not {digest}.")
     echo(f"push:{name}: {where}@{digest} ({sent / 1e6:.1f} MB uploaded)")
