@@ -132,6 +132,8 @@ def test_foreign_environment_and_configure(tmp_path):
     ({"platforms": ["linux/amd64", "linux/arm64"], "cross": {"linux/arm64": "core"}},
      "distributions.core.platforms", "built for linux/amd64 only"),
     ({"cross": {"arm64": "core"}}, "cross", "'arm64' is not a platform"),
+    ({"platforms": ["linux/arm64"]},
+     "distributions.tc.platforms", "for now every distribution is built for this machine"),
 ])
 def test_platform_names_are_checked_when_loading(tmp_path, extra, field, words):
     proj = _project(tmp_path)

@@ -266,6 +266,12 @@ def _check_platforms(cfg, path):
                             f"{', '.join(cfg.distributions[cross].platforms)}).", path,
                             f"distributions.{cross}.platforms", f"Set its platforms: [{native}].")
     for name, dist in cfg.distributions.items():
+        if native not in dist.platforms:
+            raise UserError(f"builds '{name}' only for {', '.join(dist.platforms)}: for now "
+                            f"every distribution is built for this machine's platform "
+                            f"({native}) too (images, legal texts, verify and repro know only "
+                            "it yet; docs/toolchain.md, Plan: arm64).", path,
+                            f"distributions.{name}.platforms", f"Add {native} to the list.")
         for platform in dist.platforms:
             if platform == native:
                 continue
