@@ -70,3 +70,10 @@ def test_arm64_busybox_is_flagged_in_an_amd64_distribution(tmp_path):
         "linux/amd64's EM_X86_64 (64-bit)"]
     # qemu runs it here all the same: only the audit tells the wrong machine
     assert [r["status"] for r in report["smoke"]] == [0]
+
+
+def test_check_host_says_whether_arm64_programs_run_here(tmp_path):
+    _proj, config = _project(tmp_path, ["linux/amd64", "linux/arm64"])
+    run = run_doit(config, "check-host", check=True)
+    assert ("check-host: linux/arm64 programs run here: binfmt_misc qemu-aarch64 -> "
+            "/usr/libexec/qemu-binfmt/aarch64-binfmt-P (flags PF)") in run.out, run.text
