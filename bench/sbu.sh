@@ -2,10 +2,11 @@
 # Measure this machine's SBU: the LFS book's reference build, binutils pass 1
 # (cross binutils, --disable-nls --enable-gprofng=no --disable-werror, make,
 # make install), timed from unpack to install. Run on an idle machine.
-# Usage: bench/sbu.sh [binutils tarball] (default: the one in cache/downloads)
+# Usage: bench/sbu.sh [binutils tarball] (default: the newest binutils in cache/downloads;
+# LFS 12.3 defines its SBU with binutils 2.44, earlier measurements here used 2.40)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARBALL=${1:-$(ls cache/downloads/binutils*2.40*.tar.xz | head -1)}
+TARBALL=${1:-$(ls cache/downloads/binutils*.tar.xz | sort -V | tail -1)}
 WORK=$(mktemp -d /tmp/dappdeps-sbu.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s%N)

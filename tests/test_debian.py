@@ -356,3 +356,30 @@ def test_resolve_refuses_what_is_not_a_package_name(tmp_path, package):
         debian.resolve(package, alt, cfg_for(tmp_path))
     assert "not a Debian source package name" in info.value.message
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_file_apt_no_longer_lists_comes_from_the_pool(fake, tmp_path):
+    """A security update superseded the pinned revision: apt lists only the new one, the
+    pool of the host's archive still has the old file (Debian's layout, '+' quoted)."""
+    newer = os.urandom(3000)
+    fake.server.add("debian/pool/main/f/foo/foo_2.0-1+deb13u2.debian.tar.xz", newer)
+    debian.HOST_ETC = make_etc(tmp_path / "pool-etc", sources_list=(
+        f"deb {fake.server.url}/debian bookworm main\n"
+        f"deb {fake.server.url}/debian-security bookworm-security main\n"))
+    result = fetch_source(debian_source("foo_2.0-1+deb13u2.debian.tar.xz", newer), cfg_for(tmp_path))
+    assert result.path.read_bytes() == newer
+    assert result.how == f"{fake.server.url}/debian/pool/main/f/foo/foo_2.0-1%2Bdeb13u2.debian.tar.xz"
+    # lib* packages live under their first four letters; security under pool/updates
+    assert debian.pool_urls("libffi", "libffi_3.4.8.orig.tar.gz", debian.HOST_ETC) == [
+        f"{fake.server.url}/debian/pool/main/libf/libffi/libffi_3.4.8.orig.tar.gz",
+        f"{fake.server.url}/debian-security/pool/updates/main/libf/libffi/libffi_3.4.8.orig.tar.gz"]
+
+
+def test_a_file_in_no_pool_names_every_place_tried(fake, tmp_path):
+    debian.HOST_ETC = make_etc(tmp_path / "pool-etc", sources_list=(
+        f"deb {fake.server.url}/debian bookworm main\n"))
+    with pytest.raises(FetchError) as info:
+        fetch_source(debian_source("foo_9.0.orig.tar.xz", ORIG), cfg_for(tmp_path))
+    text = info.value.render()
+    assert "has no file foo_9.0.orig.tar.xz" in text and "trying Debian's pool" in text
+    assert f"{fake.server.url}/debian/pool/main/f/foo/foo_9.0.orig.tar.xz" in text and "404" in text

@@ -429,3 +429,26 @@ def test_a_host_without_a_debian_archive_is_said_per_recipe(world, tmp_path, mon
     assert "no deb or deb-src entry whose URI ends in /debian" in rows["foo"]["debian"]["error"]
     assert rows["foo"]["verdict"] == "outdated"          # upstream still answered: 1.1
     assert rows["qux"]["debian"] is None and rows["qux"]["upstream"]["newest"] == "3.1"
+
+
+@needs_apt
+def test_cves_the_recipes_debian_patches_fix_are_not_missing(world, tmp_path):
+    """foo takes two of the three CVE fixes of 1.0-3 as debian_patches: only the third
+    one is reported, and the note says which ones the patches fix."""
+    shutil.copy(world.config, tmp_path / "config.yaml")
+    shutil.copytree(world.root / "recipes", tmp_path / "recipes")
+    foo = yaml.safe_load((tmp_path / "recipes/foo.yaml").read_text())
+    foo["sources"].append({"file": "foo_1.0-3.debian.tar.xz", "sha256": "0" * 63 + "1",
+                           "urls": ["debian:foo"], "extract": False})
+    foo["debian_patches"] = {"source": "foo_1.0-3.debian.tar.xz", "patches": [
+        {"name": "debian/patches/one.patch", "cves": ["CVE-2024-1111"]},
+        {"name": "debian/patches/two.patch", "cves": ["CVE-2024-0333"]}]}
+    (tmp_path / "recipes/foo.yaml").write_text(yaml.safe_dump(foo, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(debian, "HOST_ETC", world.etc)
+        mp.setattr(outdated, "PYPI_URL", world.pypi)
+        doc = outdated.survey(load_config(tmp_path), "2026-01-01T00:00:00Z")
+    row = next(r for r in doc["recipes"] if r["recipe"] == "foo")
+    assert row["cves"] == ["CVE-2024-2222"] and row["verdict"] == "security"
+    assert row["patched"] == ["CVE-2024-0333", "CVE-2024-1111"]
+    assert "debian_patches fix CVE-2024-1111, CVE-2024-0333" in row["note"]

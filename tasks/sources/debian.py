@@ -8,6 +8,12 @@ the repository and whatever mirror (or proxy) the machine is set up for is the o
 apt only says where a file is and what its sha256 is; the transfer goes through
 tasks/sources/download.py like any other URL, so progress, resume and verification are
 the same everywhere.
+
+apt knows only what the suites list today. A security update supersedes the revision a
+recipe pinned, and a mirror may lag behind the lists it serves (a listed file that is
+404), while the archive's pool keeps files for a while after: so after apt's answer a
+`debian:` location also tries the file's place in the pool of each of the host's
+archives (main, then security). The pinned sha256 decides either way.
 """
 import fcntl
 import hashlib
@@ -19,6 +25,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from tasks.core.errors import FetchError
 
@@ -370,23 +377,44 @@ def private_apt(cfg):
                       cfg.download.get("retries", 3), suites=configured_suites(cfg))
 
 
+def pool_urls(package, file, etc=None):
+    """Where `file` of source package `package` lies in the pool of each host archive
+    (component main): Debian's layout, pool/main/<p>/<package>/ with <p> the first letter
+    (the first four for lib*), under pool/updates/ in the security archive."""
+    initial = package[:4] if package.startswith("lib") and len(package) > 3 else package[0]
+    archives = host_archives(etc)
+    return [f"{archives[archive][2]}/{pool}/{initial}/{package}/{quote(file, safe='')}"
+            for archive, pool in (("debian", "pool/main"), ("debian-security", "pool/updates/main"))
+            if archive in archives]
+
+
 def resolve(package, alt, cfg):
-    """The URL of alt.file in Debian's source archive, after checking that apt's sha256
-    for it is the one the recipe pins (no point downloading a file known to differ)."""
+    """(URLs to try for alt.file, why apt had none or None): apt's URL first, after
+    checking that apt's sha256 for it is the one the recipe pins (no point downloading a
+    file known to differ), then the file's places in the host archives' pools."""
     if not PACKAGE.match(package):
         # checked when loading too (tasks/model/recipes.py); never an apt option
         raise FetchError(f"'{package[:80]}' is not a Debian source package name")
     apt = private_apt(cfg)
+    urls, unlisted = [], None
     try:
         url, size, sha = apt.locate(package, alt.file)
     except OSError as exc:
         raise FetchError(f"cannot use the private apt folder {apt.root}: {exc.strerror} "
                          f"({exc.filename})") from None
-    if sha and sha != alt.sha256.lower():
-        raise FetchError(f"Debian's archive lists {alt.file} ({url}) with sha256 {sha}, but the "
-                         f"recipe pins {alt.sha256}; Debian changed the file or the pin is wrong: "
-                         f"check it and update the recipe's sha256 (not downloaded)")
-    return url
+    except FetchError as exc:
+        # not (or no longer) listed: the pool may still hold it
+        unlisted = exc.message
+    else:
+        if sha and sha != alt.sha256.lower():
+            raise FetchError(f"Debian's archive lists {alt.file} ({url}) with sha256 {sha}, but "
+                             f"the recipe pins {alt.sha256}; Debian changed the file or the pin "
+                             f"is wrong: check it and update the recipe's sha256 (not downloaded)")
+        urls.append(url)
+    urls += [u for u in pool_urls(package, alt.file, apt.etc) if u not in urls]
+    if not urls:
+        raise FetchError(unlisted)
+    return urls, unlisted
 
 
 def host_mirror(etc=None):

@@ -188,11 +188,18 @@ def fetch_source(source, cfg, progress=None):
                     # A parallel task may have fetched the same file while we waited.
                     if is_verified(cfg, alt):
                         return FetchResult(alt, in_downloads(cfg, alt.file), "cache")
-                    if location.startswith("debian:"):
-                        from tasks.sources.debian import resolve
-                        url = resolve(location[len("debian:"):], alt, cfg)
-                    path = download(url, alt, cfg, progress)
-                return FetchResult(alt, path, url)
+                    if not location.startswith("debian:"):
+                        return FetchResult(alt, download(url, alt, cfg, progress), url)
+                    from tasks.sources.debian import resolve
+                    urls, unlisted = resolve(location[len("debian:"):], alt, cfg)
+                    if unlisted:
+                        tried.append((location, " ".join(unlisted.split())
+                                      + " (trying Debian's pool)"))
+                    for url in urls:
+                        try:
+                            return FetchResult(alt, download(url, alt, cfg, progress), url)
+                        except FetchError as exc:
+                            tried.append((f"{location} ({url})", " ".join(exc.message.split())))
             except FetchError as exc:
                 where = location if url == location else f"{location} ({url})"
                 tried.append((where, " ".join(exc.message.split())))

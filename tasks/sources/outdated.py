@@ -407,9 +407,16 @@ def survey(cfg, when):
             upstream = dict(up.get(q) or {"newest": None, "where": None,
                                           "error": "no http(s) URL in the recipe"},
                             kind=q[0] if q else None)
-            cves = list(dict.fromkeys(c for f in (deb or {}).get("fixes", []) for c in f["cves"]))
+            # what the recipe's debian_patches already fix is shipped, not missing
+            applied = {c for p in recipe.debian_patches for c in p.cves}
+            listed = dict.fromkeys(c for f in (deb or {}).get("fixes", []) for c in f["cves"])
+            cves = [c for c in listed if c not in applied]
             state, note = verdict(recipe.version, deb, upstream, cves)
+            if applied & set(listed):
+                taken = "debian_patches fix " + ", ".join(c for c in listed if c in applied)
+                note = f"{note}; {taken}" if note else taken
             rows.append({"recipe": recipe.name, "also": also, "shipped": recipe.version,
+                         "patched": sorted(applied),
                          "distributions": sorted(d.name for d in cfg.distributions.values()
                                                  if {recipe.name, *also} & set(d.components)),
                          "debian": deb, "upstream": upstream, "cves": cves,

@@ -84,7 +84,8 @@ def check(cfg, dist_name):
     for r in failed:
         echo(f"  smoke FAILED (exit {r['status']}): {r['command']}   [{r['component']}]")
     if probe:
-        echo(f"check:{label}: loader probe: {probe['verdict']}")
+        echo(f"check:{label}: loader probe"
+             + (f" of {probe['loader']}" if probe.get("loader") else "") + f": {probe['verdict']}")
     if probe_problem:
         echo(f"  {probe_problem}")
     if problems or failed or probe_problem:
@@ -103,7 +104,7 @@ def _loader_probe(cfg, dist_name, log):
         except loader.ProbeError as exc:
             probe = {"vulnerable": None, "verdict": f"not probed: {exc}"}
         if probe and probe["vulnerable"]:
-            return probe, f"loader probe FAILED: {probe['verdict']}"
+            return probe, f"loader probe FAILED: {probe['loader']} is {probe['verdict']}"
         return probe, loader.setuid_refusal(cfg, dist_name, scratch, log)
     finally:
         files.force_rmtree(scratch)
