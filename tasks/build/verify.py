@@ -122,7 +122,7 @@ class Output:
     """A component's output by its paths only (what problems() and describe() need)."""
 
     def __init__(self, cfg, dist_name, name):
-        self.task = f"build:{dist_name}/{name}"
+        self.task = f"build:{dist_name}/{name}{cfg.tag(dist_name)}"
         self.stage_dir = cfg.stage_of(dist_name, name)
         self.tree = self.stage_dir / "tree"
         self.manifest_path = self.stage_dir / "manifest.json"

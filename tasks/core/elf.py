@@ -28,13 +28,15 @@ Ident = namedtuple("Ident", "elfclass little_endian type machine")
 
 
 class ElfInfo:
-    def __init__(self, kind, interp, needed, rpath, runpath, soname):
+    def __init__(self, kind, interp, needed, rpath, runpath, soname, machine=None, elfclass=None):
         self.kind = kind            # "exec" or "dyn"
         self.interp = interp
         self.needed = needed
         self.rpath = rpath
         self.runpath = runpath
         self.soname = soname
+        self.machine = machine      # e_machine, pyelftools' name: "EM_X86_64", "EM_AARCH64"
+        self.elfclass = elfclass    # 32 or 64
 
 
 def is_elf(path):
@@ -122,7 +124,7 @@ def read(path):
         except _BROKEN:
             return None
     return ElfInfo("exec" if e_type == "ET_EXEC" else "dyn", interp, needed, rpath, runpath,
-                   soname)
+                   soname, elf["e_machine"], elf.elfclass)
 
 
 def needed_versions(path):

@@ -10,11 +10,13 @@ Overrides without editing the tracked file (see docs/config.md):
 Every value that becomes a path, a name or a shell word is checked here, when loading
 (tasks/model/schema.py has the rules; docs/config.md lists them).
 """
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.core.errors import UserError, cut
+from tasks.model import platforms as platform_table
 from tasks.model.configschema import CONFIG
 from tasks.model.recipes import load_recipes, read_yaml
 from tasks.model.schema import apply_environment, host_folder_problem, name_check, repository_check
@@ -33,6 +35,7 @@ class Distribution:
     description: str = ""
     runtime_image: str = ""      # the image mounted by users of distributions using this one
     setuid: tuple = ()           # paths allowed to keep setuid/setgid bits
+    platforms: tuple = ()        # what it is built for (its own list, else the top level)
 
 
 @dataclass
@@ -51,15 +54,42 @@ class Config:
     source_date_epoch: int
     sources: dict = field(default_factory=dict)  # source id -> Source
     buildroot_dir: Path = None   # where build roots live (buildroot.dir or cache/buildroot)
+    native_platform: str = ""    # the build machine's (tasks/model/platforms.py)
+    platform: str = ""           # the platform this view builds for; "": native
+    cross: dict = field(default_factory=dict)   # target platform -> cross toolchain dist
 
     def component_order(self, dist):
         return self.distributions[dist].components
 
+    # ---- platforms: a view of the configuration per target platform --------------------
+    def for_platform(self, platform):
+        """The configuration as the builds for `platform` see it: the same
+        distributions and prefixes, their outputs in `<dist>@<arch>` folders when the
+        platform is not the build machine's. The native platform's view is this object."""
+        if platform_table.suffix(platform, self.native_platform) == "":
+            return self
+        return dataclasses.replace(self, platform=platform)
+
+    def tag(self, dist_name=None):
+        """'' (native, or a cross toolchain: it runs on the build machine) or '@arm64'."""
+        if dist_name is not None and dist_name in self.cross.values():
+            return ""
+        return platform_table.suffix(self.platform, self.native_platform)
+
+    def label(self, dist_name):
+        """The distribution as named in this view's folders and tasks: base, base@arm64."""
+        return dist_name + self.tag(dist_name)
+
+    def target(self):
+        """The Platform (tasks/model/platforms.py) this view builds for."""
+        return platform_table.PLATFORMS[self.platform or self.native_platform]
+
     # ---- where outputs live under cache/stage (spelled out here only) ------------------
     def stage_of(self, dist_name, component=None):
         """cache/stage/<dist>, or cache/stage/<dist>/<component>: a component's output
-        (tree/, manifest.json, build.json, key.json written last)."""
-        folder = self.cache / "stage" / dist_name
+        (tree/, manifest.json, build.json, key.json written last). A foreign platform's:
+        cache/stage/<dist>@<arch>/..."""
+        folder = self.cache / "stage" / self.label(dist_name)
         return folder / component if component else folder
 
     def tree_of(self, dist_name, component):
@@ -67,10 +97,10 @@ class Config:
 
     def assembled_manifest(self, dist_name):
         """The distribution's tree, path by path (assemble:<dist>)."""
-        return self.cache / "stage" / f"{dist_name}.manifest.json"
+        return self.cache / "stage" / f"{self.label(dist_name)}.manifest.json"
 
     def assembled_stamp(self, dist_name):
-        return self.cache / "stage" / f"{dist_name}.assembled.json"
+        return self.cache / "stage" / f"{self.label(dist_name)}.assembled.json"
 
     def closure(self, dist_name):
         """The distribution and every one it uses, transitively (itself first): what a
@@ -144,7 +174,9 @@ def load_config(repo_root="."):
         path=path, root=root, data=data, cache=cache,
         recipes_dir=(root / data["recipes_dir"]).resolve(), prefix_root=data["prefix_root"].rstrip("/"),
         jobs=data["jobs"], mirrors=tuple(data["mirrors"]), download=data["download"],
-        distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"])
+        distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"],
+        native_platform=platform_table.native() or "linux/amd64", cross=dict(data["cross"]))
+    _check_platforms(cfg, shown)
     cfg.sources = _sources(recipes, dists)
     cfg.buildroot_dir = (_checked_folder(root, data["buildroot"]["dir"], shown, "buildroot.dir")
                          if data["buildroot"]["dir"] else cache / "buildroot")
@@ -215,8 +247,45 @@ def _distributions(data, recipes, path):
                         "distributions.*.uses", "A distribution cannot need itself at build time.")
     out = {}
     for name in topological({n: d["uses"] for n, d in raw.items()}):
-        out[name] = _distribution(name, raw[name], raw, recipes, data["prefix_root"], path)
+        out[name] = _distribution(name, raw[name], raw, recipes, data["prefix_root"], path,
+                                  data["platforms"])
     return out
+
+
+def _check_platforms(cfg, path):
+    """Every foreign platform a distribution is built for has a cross toolchain, built
+    for the build machine; every distribution it uses is built for that platform too."""
+    native = cfg.native_platform
+    for target, cross in cfg.cross.items():
+        if cross not in cfg.distributions:
+            raise UserError(f"'{cross}' is not a distribution defined in this file.", path,
+                            f"cross.{target}")
+        if cfg.distributions[cross].platforms != (native,):
+            raise UserError(f"'{cross}' cross-compiles on this {native} machine, so it is "
+                            f"built for {native} only (its platforms: "
+                            f"{', '.join(cfg.distributions[cross].platforms)}).", path,
+                            f"distributions.{cross}.platforms", f"Set its platforms: [{native}].")
+    for name, dist in cfg.distributions.items():
+        if native not in dist.platforms:
+            raise UserError(f"builds '{name}' only for {', '.join(dist.platforms)}: for now "
+                            f"every distribution is built for this machine's platform "
+                            f"({native}) too (images, legal texts, verify and repro know only "
+                            "it yet; docs/toolchain.md, Plan: arm64).", path,
+                            f"distributions.{name}.platforms", f"Add {native} to the list.")
+        for platform in dist.platforms:
+            if platform == native:
+                continue
+            if platform not in cfg.cross:
+                raise UserError(f"builds '{name}' for {platform}, which is not this machine's "
+                                f"platform ({native}), and names no cross toolchain for it.",
+                                path, f"distributions.{name}.platforms",
+                                f"Add cross: {{{platform}: <distribution>}} (docs/config.md).")
+            for used in dist.uses:
+                if platform not in cfg.distributions[used].platforms:
+                    raise UserError(f"'{name}' is built for {platform} and uses '{used}', "
+                                    f"which is not (its platforms: "
+                                    f"{', '.join(cfg.distributions[used].platforms)}).", path,
+                                    f"distributions.{used}.platforms")
 
 
 def _visible_components(name, raw, seen=None):
@@ -232,7 +301,7 @@ def _visible_components(name, raw, seen=None):
     return found
 
 
-def _distribution(name, dist, raw, recipes, prefix_root, path):
+def _distribution(name, dist, raw, recipes, prefix_root, path, raw_platforms):
     where = f"distributions.{name}.components"
     comps = dist["components"]
     if len(set(comps)) != len(comps):
@@ -281,7 +350,8 @@ def _distribution(name, dist, raw, recipes, prefix_root, path):
         name=name, version=dist["version"], prefix=f"{prefix_root.rstrip('/')}/{name}/{dist['version']}",
         components=tuple(topological(graph)), uses=tuple(dist["uses"]), toolchain=dist["toolchain"],
         default=dist["default"], images=images, description=dist["description"],
-        runtime_image=runtime, setuid=tuple(dist["setuid"]))
+        runtime_image=runtime, setuid=tuple(dist["setuid"]),
+        platforms=tuple(dist["platforms"] or raw_platforms))
 
 
 def _sources(recipes, dists):

@@ -4,6 +4,7 @@ import os
 import re
 
 from tasks.core.errors import cut
+from tasks.model.platforms import native, platform_check, platforms_check
 from tasks.model.recipes import mirror_check
 from tasks.model.schema import (Field, Schema, dist_version_check, env_name_check,
                                 name_check, optional_name_check, prefix_root_check,
@@ -48,6 +49,10 @@ DISTRIBUTION = Schema({
                     expect="extra images of this distribution: name: {include, exclude}"),
     "runtime_image": Field(str, default="", check=optional_name_check, expect="the image (of this distribution's images) "
                            "that users of the distributions using this one mount at run time"),
+    # empty: the top-level `platforms` (tasks/model/platforms.py)
+    "platforms": Field(list, default=list, item=Field(str, check=platform_check),
+                       check=lambda v: platforms_check(v) if v else None,
+                       expect="a list of platforms, e.g. [linux/amd64, linux/arm64]"),
 }, "distribution")
 
 CHECKS = Schema({
@@ -185,6 +190,16 @@ CONFIG = Schema({
     "source_date_epoch": Field(int, default=1700000000),
     "mirrors": Field(list, default=list, item=Field(str, check=mirror_check)),
     "download": Field(DOWNLOAD, default=dict),
+    # the platforms every distribution is built for, unless it lists its own; the build
+    # machine's own platform keeps the names and keys it had before platforms existed
+    "platforms": Field(list, default=lambda: [native() or "linux/amd64"],
+                       item=Field(str, check=platform_check), check=platforms_check,
+                       expect="a list of platforms, e.g. [linux/amd64, linux/arm64]"),
+    # target platform -> the distribution (built for the build machine) whose
+    # bin/<triplet>-gcc, -ld, ... cross-compile for it (docs/toolchain.md, Plan: arm64)
+    "cross": Field(dict, default=dict, item=Field(str, check=name_check), keys=platform_check,
+                   expect="a mapping of target platform to the cross toolchain distribution, "
+                          "e.g. {linux/arm64: cross-aarch64}"),
     "distributions": Field(dict, required=True, item=Field(DISTRIBUTION), keys=name_check,
                            expect="a mapping of distribution name to its settings"),
     "engine": Field(dict, default=dict, item=Field(str)),

@@ -31,7 +31,9 @@ RESERVED_ENV = frozenset((
     "PREFIX", "SRCDIR", "BUILDDIR", "NAME", "VERSION", "DISTRIBUTION", "JOBS",
     "SOURCE_DATE_EPOCH", "PATH", "HOME", "LC_ALL", "TZ", "SHELL", "TERM",
     "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "CDPATH", "GLOBIGNORE",
-    "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES"))
+    "LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES",
+    # a foreign platform's build (tasks/model/cross.py)
+    "BUILD_TRIPLET", "HOST_TRIPLET", "KERNEL_ARCH", "TARGET_LOADER"))
 RESERVED_ENV_PREFIXES = ("PREFIX_", "BASH_FUNC_", "DAPPDEPS_")
 # Folders that must never be the cache or the prefix root, and whose subfolders may
 # not be either (the host's system). Below /var, /home, /root, /tmp, /srv, /opt, /mnt

@@ -1,5 +1,6 @@
-"""Stage: assemble. One task per distribution (assemble:<dist>) that lays its
-components' outputs over each other into cache/stage/<dist>.manifest.json."""
+"""Stage: assemble. One task per distribution and platform (assemble:<dist>,
+assemble:<dist>@arm64 for a foreign one) that lays its components' outputs over each
+other into cache/stage/<dist>.manifest.json (<dist>@arm64.manifest.json)."""
 from tasks.build import verify
 from tasks.build.assemble import assemble, assemble_stamp
 from tasks.model.project import project
@@ -16,18 +17,26 @@ def assemble_verified(cfg, dist_name):
     return assemble(cfg, dist_name)
 
 
+def views(cfg, dist):
+    """The configuration view of each platform the distribution is built for."""
+    return [cfg.for_platform(p) for p in dist.platforms]
+
+
 def defaults(cfg, dist):
-    return [f"assemble:{dist.name}"]
+    return [f"assemble:{view.label(dist.name)}" for view in views(cfg, dist)]
 
 
 def tasks():
     for dist in project.distributions.values():
-        yield {
-            "name": dist.name,
-            "doc": f"{dist.name} {dist.version} at {dist.prefix}",
-            "actions": [(assemble_verified, [project, dist.name])],
-            "uptodate": [uptodate_check(f"assemble:{dist.name}",
-                                        lambda d=dist.name: assemble_stamp(project, d))],
-            "task_dep": [f"build:{dist.name}/{c}" for c in dist.components],
-            "verbosity": 2,
-        }
+        for view in views(project, dist):
+            label, tag = view.label(dist.name), view.tag(dist.name)
+            yield {
+                "name": label,
+                "doc": f"{dist.name} {dist.version} at {dist.prefix}"
+                       + (f" for {view.platform}" if tag else ""),
+                "actions": [(assemble_verified, [view, dist.name])],
+                "uptodate": [uptodate_check(f"assemble:{label}",
+                                            lambda v=view, d=dist.name: assemble_stamp(v, d))],
+                "task_dep": [f"build:{dist.name}/{c}{tag}" for c in dist.components],
+                "verbosity": 2,
+            }

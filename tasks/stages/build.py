@@ -1,21 +1,29 @@
-"""Stage: build. One task per component (build:<dist>/<component>): its output in
-cache/stage/<dist>/<component>, pulled from the build cache when it has the key,
-else built in the component's sandbox (and then pushed to the cache)."""
+"""Stage: build. One task per component and platform (build:<dist>/<component>, and
+build:<dist>/<component>@arm64 for a foreign platform): its output in
+cache/stage/<dist>/<component> (cache/stage/<dist>@arm64/<component>), pulled from the
+build cache when it has the key, else built in the component's sandbox (and then pushed
+to the cache)."""
 from doit.exceptions import TaskFailed
 
 from tasks.build import builder, leftovers, stagedir
 from tasks.build.key import component_key
 from tasks.core.log import say
-from tasks.model.component import Component
+from tasks.model.cross import component
 from tasks.model.project import project
 from tasks.model.stamp import REASONS, uptodate_check
 from tasks.ship import buildcache
 
 
-def components():
+def components(native_only=False):
+    """Every component of every distribution, for each of its platforms (native_only:
+    the build machine's platform, for the stages not yet taught foreign ones)."""
     for dist in project.distributions.values():
-        for name in dist.components:
-            yield Component(project, dist.name, name)
+        for platform in dist.platforms:
+            if native_only and platform != project.native_platform:
+                continue
+            cfg = project.for_platform(platform)
+            for name in dist.components:
+                yield component(cfg, dist.name, name)
 
 
 def make(comp):
@@ -71,12 +79,14 @@ def current(comp):
 
 def tasks():
     for comp in components():
-        r = comp.recipe
-        deps = [f"build:{comp.dist.name}/{d}" for d in r.depends if d in comp.dist.components]
-        deps += [f"build:{d}/{c}" for d, comps in comp.foreign_inputs.items() for c in comps]
+        r, cfg = comp.recipe, comp.cfg
+        tag = cfg.tag(comp.dist.name)
+        deps = [f"build:{comp.dist.name}/{d}{tag}" for d in r.depends if d in comp.dist.components]
+        deps += [f"build:{d}/{c}{cfg.tag(d)}" for d, comps in comp.foreign_inputs.items()
+                 for c in comps]
         deps += [f"fetch:{s.id}" for s in r.sources]
         yield {
-            "name": f"{comp.dist.name}/{comp.name}",
+            "name": f"{comp.dist.name}/{comp.name}{tag}",
             "doc": f"{r.name} {r.version}: {r.description}",
             "actions": [(make, [comp])],
             "uptodate": [current(comp)],

@@ -12,7 +12,10 @@ check:<dist> (after assemble) does three things:
     setuid in secure mode with Qualys' CVE-2023-4911 string. A vulnerable loader fails
     the check; one the probe cannot reach secure mode with fails it only when the
     distribution keeps setuid files (otherwise it is a warning).
-Results: cache/checks/<dist>.json and .log.
+Results: cache/checks/<dist>.json and .log. A foreign platform's distribution
+(check:<dist>@arm64) is audited for that platform's machine and loader, and its smoke
+tests run the same way: binfmt_misc hands its programs to qemu-user-static, registered
+with the F flag so the empty root needs no emulator inside (docs/toolchain.md).
 """
 import hashlib
 import json
@@ -24,13 +27,13 @@ from tasks.core import code
 from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
-from tasks.verify import loader
+from tasks.verify import emulation, loader
 from tasks.verify.audit import audit
 from tasks.verify.smoke import run_smoke, smoke_tests
 
 # the code that decides what a check finds
 CHECK_MODULES = ("tasks.stages.check", "tasks.verify.smoke", "tasks.verify.audit", "tasks.core.elf",
-                 "tasks.verify.loader",
+                 "tasks.verify.loader", "tasks.model.platforms",
                  "tasks.build.sandbox")
 
 
@@ -47,7 +50,7 @@ def check_stamp(cfg, dist_name):
     if checks.is_dir():
         for path in sorted(checks.iterdir()):
             files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Stamp(cfg.cache / "checks" / f"{dist_name}.stamp.json",
+    return Stamp(cfg.cache / "checks" / f"{cfg.label(dist_name)}.stamp.json",
                  {"distributions": digests, "smoke": smoke_tests(cfg, dist_name), "files": files,
                   "check": code.digest(*CHECK_MODULES)})
 
@@ -56,17 +59,24 @@ def check(cfg, dist_name):
     from doit.exceptions import TaskFailed
     out = cfg.cache / "checks"
     out.mkdir(parents=True, exist_ok=True)
-    log = out / f"{dist_name}.log"
-    log.write_text(f"# check:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    label = cfg.label(dist_name)
+    if cfg.tag(dist_name):
+        missing = emulation.problem(cfg.target())
+        if missing:
+            return TaskFailed(f"check:{label}: its smoke tests run {cfg.platform} programs "
+                              f"on this {cfg.native_platform} machine, and {missing}")
+    log = out / f"{label}.log"
+    log.write_text(f"# check:{label} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     problems, count = audit(cfg, dist_name)
     results = run_smoke(cfg, dist_name, log)
     failed = [r for r in results if r["status"] != 0]
     probe, probe_problem = _loader_probe(cfg, dist_name, log)
-    report = {"distribution": dist_name, "elf_files": count, "elf_problems": problems,
+    report = {"distribution": dist_name, "platform": cfg.target().name,
+              "elf_files": count, "elf_problems": problems,
               "smoke": results, "loader_probe": probe,
               "passed": not problems and not failed and not probe_problem}
-    files.write_atomic(out / f"{dist_name}.json", json.dumps(report, indent=2) + "\n")
-    echo(f"check:{dist_name}: ELF audit of {count} files: "
+    files.write_atomic(out / f"{label}.json", json.dumps(report, indent=2) + "\n")
+    echo(f"check:{label}: ELF audit of {count} files: "
          f"{'clean' if not problems else f'{len(problems)} problem(s)'}; "
          f"smoke tests in an empty root: {len(results) - len(failed)}/{len(results)} passed")
     for line in problems[:40]:
@@ -74,19 +84,19 @@ def check(cfg, dist_name):
     for r in failed:
         echo(f"  smoke FAILED (exit {r['status']}): {r['command']}   [{r['component']}]")
     if probe:
-        echo(f"check:{dist_name}: loader probe"
+        echo(f"check:{label}: loader probe"
              + (f" of {probe['loader']}" if probe.get("loader") else "") + f": {probe['verdict']}")
     if probe_problem:
         echo(f"  {probe_problem}")
     if problems or failed or probe_problem:
-        return TaskFailed(f"check:{dist_name} failed; details in {log} and {out / (dist_name + '.json')}")
+        return TaskFailed(f"check:{label} failed; details in {log} and {out / (label + '.json')}")
     check_stamp(cfg, dist_name).write()
     return True
 
 
 def _loader_probe(cfg, dist_name, log):
     """(report entry or None, what fails the check or None)."""
-    scratch = cfg.cache / "work" / "check" / f".{dist_name}-probe-{files.unique_suffix()}"
+    scratch = cfg.cache / "work" / "check" / f".{cfg.label(dist_name)}-probe-{files.unique_suffix()}"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
         try:
@@ -101,17 +111,20 @@ def _loader_probe(cfg, dist_name, log):
 
 
 def defaults(cfg, dist):
-    return [f"check:{dist.name}"]
+    return [f"check:{cfg.for_platform(p).label(dist.name)}" for p in dist.platforms]
 
 
 def tasks():
     for dist in project.distributions.values():
-        yield {
-            "name": dist.name,
-            "doc": f"audit + smoke-test {dist.name} with only dappdeps prefixes mounted",
-            "actions": [(check, [project, dist.name])],
-            "uptodate": [uptodate_check(f"check:{dist.name}",
-                                        lambda d=dist.name: check_stamp(project, d))],
-            "task_dep": [f"assemble:{n}" for n in project.closure(dist.name)],
-            "verbosity": 2,
-        }
+        for view in (project.for_platform(p) for p in dist.platforms):
+            label = view.label(dist.name)
+            yield {
+                "name": label,
+                "doc": f"audit + smoke-test {dist.name} with only dappdeps prefixes mounted"
+                       + (f" ({view.platform}, under qemu)" if view.tag(dist.name) else ""),
+                "actions": [(check, [view, dist.name])],
+                "uptodate": [uptodate_check(f"check:{label}",
+                                            lambda v=view, d=dist.name: check_stamp(v, d))],
+                "task_dep": [f"assemble:{view.label(n)}" for n in view.closure(dist.name)],
+                "verbosity": 2,
+            }

@@ -6,6 +6,11 @@ Debian package that provides it.
 """
 import shutil
 
+from tasks.core.log import echo
+from tasks.model.platforms import PLATFORMS
+from tasks.model.project import project
+from tasks.verify import emulation
+
 # tool -> Debian package. Builds run in the build root (tasks/build/buildroot.py), not
 # on the host's tools: the host needs Linux, Python, bubblewrap and util-linux's unshare
 # and mount for the sandboxes, and mmdebstrap to make the build root (unless the build
@@ -20,8 +25,22 @@ def missing_tools(tools=HOST_TOOLS):
     return {tool: pkg for tool, pkg in tools.items() if shutil.which(tool) is None}
 
 
+def foreign_platforms(cfg):
+    """The configured platforms other than the build machine's, in PLATFORMS order."""
+    wanted = {p for d in cfg.distributions.values() for p in d.platforms}
+    return [p for name, p in PLATFORMS.items() if name in wanted and name != cfg.native_platform]
+
+
+def _report_emulation():
+    """Whether each foreign platform's programs run here (check:<dist>@<arch> needs it;
+    builds do not: they cross-compile). Said, never a failure of check-host."""
+    for platform in foreign_platforms(project):
+        echo(f"check-host: {emulation.summary(platform)}")
+
+
 def _check():
     from doit.exceptions import TaskFailed
+    _report_emulation()
     missing = missing_tools()
     if not missing:
         return True
@@ -34,6 +53,8 @@ def _check():
 def tasks():
     return {
         "actions": [_check],
-        "uptodate": [lambda: not missing_tools()],
+        # with a foreign platform configured it runs every time (it reads /proc only),
+        # to say whether that platform's programs run here
+        "uptodate": [lambda: not missing_tools() and not foreign_platforms(project)],
         "verbosity": 2,
     }

@@ -161,7 +161,7 @@ def _clean(comp):
 
 def tasks():
     """Upstream test suites (recipe `test`), on demand: cache/tests/<dist>/<component>.json."""
-    for comp in components():
+    for comp in components(native_only=True):
         if not comp.recipe["test"].strip():
             continue
         yield {

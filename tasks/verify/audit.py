@@ -6,6 +6,11 @@ inside the dappdeps prefixes, every DT_NEEDED must resolve inside them (the way 
 prefix's ld.so would look), and every symbol version it needs (.gnu.version_r: GLIBC_2.34
 of libc.so.6, ...) must be defined by the library it resolves to (the toolchain's glibc
 for libc.so.6): otherwise ld.so stops with "version `GLIBC_2.xx' not found".
+Every one must also be of the platform the distribution is built for (cfg.target(),
+tasks/model/platforms.py): its ELF machine (EM_X86_64, EM_AARCH64) and class, and an
+interpreter named as that platform's dynamic linker (ld-linux-x86-64.so.2,
+ld-linux-aarch64.so.1). A file of another machine would only fail where it runs, or,
+with qemu registered in binfmt_misc, run emulated and pass every smoke test.
 """
 import posixpath
 import re
@@ -65,6 +70,7 @@ def audit(cfg, dist_name):
     root = cfg.prefix_root + "/"
     tc = cfg.distributions[dist.toolchain] if dist.toolchain else dist
     default_dirs = [f"{tc.prefix}/lib"]
+    target = cfg.target()
     problems, count = [], 0
     defined = {}                            # library path -> the versions it defines
     for entry in _assembled(cfg, dist_name)["entries"]:
@@ -79,6 +85,7 @@ def audit(cfg, dist_name):
         count += 1
         where = f"{dist.prefix}/{entry['path']}"
         origin = posixpath.dirname(where)
+        problems += _platform_problems(where, info, target)
         if info.interp and not (info.interp.startswith(root) and tree.resolve(info.interp)):
             problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes")
         # DT_RUNPATH is searched after LD_LIBRARY_PATH, so an image's LD_LIBRARY_PATH
@@ -108,6 +115,18 @@ def audit(cfg, dist_name):
             resolved[needed] = found
         problems += _missing_versions(tree, where, host_path, resolved, defined)
     return problems, count
+
+
+def _platform_problems(where, info, target):
+    """A file of another machine, or one asking for another platform's dynamic linker."""
+    problems = []
+    if (info.machine, info.elfclass) != (target.elf_machine, target.elf_class):
+        problems.append(f"{where}: machine {info.machine} ({info.elfclass}-bit), not "
+                        f"{target.name}'s {target.elf_machine} ({target.elf_class}-bit)")
+    if info.interp and posixpath.basename(info.interp) != target.loader:
+        problems.append(f"{where}: interpreter {info.interp} is not {target.name}'s "
+                        f"dynamic linker ({target.loader})")
+    return problems
 
 
 def _missing_versions(tree, where, host_path, resolved, defined):

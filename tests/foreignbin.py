@@ -1,0 +1,47 @@
+"""A real program of another platform for the tests: Debian's busybox-static for arm64,
+fetched with `apt-get download` through a private apt state (its own sources, lists,
+cache and status under .test-foreign/, architecture arm64): the host's dpkg and apt
+architectures are never changed. apt checks the .deb against the signed Packages index."""
+import shutil
+import subprocess
+from pathlib import Path
+
+from tasks.sources.debian import host_archives
+
+ROOT = Path(__file__).resolve().parent.parent / ".test-foreign"
+SUITE = "trixie"
+
+
+def busybox_arm64():
+    """Path of the aarch64 busybox binary (statically linked), fetched once."""
+    out = ROOT / "arm64" / "busybox"
+    if out.is_file():
+        return out
+    template = host_archives().get("debian")
+    assert template, "the host's apt sources name no /debian archive to read arm64 from"
+    uri = template[2]
+    signed = dict((k.lower(), v) for k, v in template[1]).get("signed-by", "") \
+        if template[0] == "stanza" else ""
+    apt = ROOT / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "state", "sources.list.d", "debs"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "state" / "status").touch()
+    options = f"arch=arm64{' signed-by=' + signed if signed else ''}"
+    (apt / "sources.list").write_text(f"deb [{options}] {uri} {SUITE} main\n")
+    opts = ["-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
+            "-o", f"Dir::Etc::SourceParts={apt / 'sources.list.d'}",
+            "-o", f"Dir::State={apt / 'state'}", "-o", f"Dir::State::Lists={apt / 'lists'}",
+            "-o", f"Dir::State::status={apt / 'state' / 'status'}",
+            "-o", f"Dir::Cache={apt / 'cache'}", "-o", "APT::Architecture=arm64",
+            "-o", "APT::Architectures::=arm64", "-o", "APT::Sandbox::User=root",
+            "-o", "Acquire::Languages=none", "-q"]
+    subprocess.run(["apt-get", *opts, "update"], check=True, capture_output=True)
+    subprocess.run(["apt-get", *opts, "download", "busybox-static:arm64"], check=True,
+                   capture_output=True, cwd=apt / "debs")
+    deb = next((apt / "debs").glob("busybox-static_*_arm64.deb"))
+    unpacked = apt / "unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(unpacked / "usr" / "bin" / "busybox", out)
+    return out
