@@ -9,11 +9,9 @@ apt only says where a file is and what its sha256 is; the transfer goes through
 tasks/sources/download.py like any other URL, so progress, resume and verification are
 the same everywhere.
 
-apt knows only what the suites list today. A security update supersedes the revision a
-recipe pinned, and a mirror may lag behind the lists it serves (a listed file that is
-404), while the archive's pool keeps files for a while after: so after apt's answer a
-`debian:` location also tries the file's place in the pool of each of the host's
-archives (main, then security). The pinned sha256 decides either way.
+apt knows only what the suites list today, and a mirror may lag behind its lists (404):
+after apt's answer a `debian:` location also tries the file's place in each host archive's
+pool, which keeps superseded files a while. The pinned sha256 decides either way.
 """
 import fcntl
 import hashlib
@@ -378,9 +376,8 @@ def private_apt(cfg):
 
 
 def pool_urls(package, file, etc=None):
-    """Where `file` of source package `package` lies in the pool of each host archive
-    (component main): Debian's layout, pool/main/<p>/<package>/ with <p> the first letter
-    (the first four for lib*), under pool/updates/ in the security archive."""
+    """Where `file` of `package` lies in each host archive's pool (main): pool/main/<p>/
+    <package>/, <p> its first letter (four for lib*); pool/updates/main/... for security."""
     initial = package[:4] if package.startswith("lib") and len(package) > 3 else package[0]
     archives = host_archives(etc)
     return [f"{archives[archive][2]}/{pool}/{initial}/{package}/{quote(file, safe='')}"
@@ -402,8 +399,7 @@ def resolve(package, alt, cfg):
     except OSError as exc:
         raise FetchError(f"cannot use the private apt folder {apt.root}: {exc.strerror} "
                          f"({exc.filename})") from None
-    except FetchError as exc:
-        # not (or no longer) listed: the pool may still hold it
+    except FetchError as exc:        # not (or no longer) listed: the pool may have it
         unlisted = exc.message
     else:
         if sha and sha != alt.sha256.lower():
@@ -418,8 +414,7 @@ def resolve(package, alt, cfg):
 
 
 def host_mirror(etc=None):
-    """The Debian archive the host's apt reads (the first deb URI whose path ends in
-    /debian), or None: the build root is made from the same mirror (buildroot.mirror
-    in config.yaml overrides it). Never a name written into the repository."""
+    """The Debian archive the host's apt reads (its first URI ending in /debian), or None:
+    the build root's mirror unless buildroot.mirror says otherwise. Never in the repository."""
     template = host_archives(etc).get("debian")
     return template[2] if template else None

@@ -193,8 +193,7 @@ def fetch_source(source, cfg, progress=None):
                     from tasks.sources.debian import resolve
                     urls, unlisted = resolve(location[len("debian:"):], alt, cfg)
                     if unlisted:
-                        tried.append((location, " ".join(unlisted.split())
-                                      + " (trying Debian's pool)"))
+                        tried.append((location, " ".join(unlisted.split()) + " (trying Debian's pool)"))
                     for url in urls:
                         try:
                             return FetchResult(alt, download(url, alt, cfg, progress), url)

@@ -1,11 +1,10 @@
 """How far behind are the recipes? (`doit outdated`, docs/outdated.md)
 
 For each recipe a configured distribution uses: the newest version of its Debian source
-package in config.yaml's `debian.suites` (apt, private state: tasks/sources/debian.py),
-the newest upstream release where the site answers (PyPI's JSON API for files from
-files.pythonhosted.org, else the directory listing of the recipe's first URL), and the
-CVE IDs Debian's changelog lists in the entries newer than the version shipped. Versions
-are compared with dpkg's rules (compare()).
+package in `debian.suites` (apt, tasks/sources/debian.py), the newest upstream release
+where the site answers (PyPI's JSON API, else the listing of the recipe's first URL's
+folder), and the CVEs Debian's changelog lists since the version shipped that the
+recipe's debian_patches do not fix (versions in dpkg's order, compare()).
 """
 import gzip
 import html
@@ -26,8 +25,7 @@ from tasks.model.recipes import Alternative
 from tasks.sources import debian
 from tasks.sources.download import download, is_verified, in_downloads
 
-# PyPI's JSON API (https://pypi.org/pypi/<project>/json). DAPPDEPS_PYPI_URL points it
-# at a mirror that serves the same API (devpi, a proxy; tests: 127.0.0.1).
+# PyPI's JSON API (<url>/<project>/json); DAPPDEPS_PYPI_URL: a mirror of it (tests: 127.0.0.1)
 PYPI_URL = os.environ.get("DAPPDEPS_PYPI_URL") or "https://pypi.org/pypi"
 PYPI_HOST = "files.pythonhosted.org"
 CVE = re.compile(r"\bCVE-\d{4}-\d{4,7}\b")
@@ -365,15 +363,12 @@ def groups(cfg):
 
 def verdict(shipped, deb, up, cves):
     """(current|outdated|security, note) of one recipe."""
-    notes, newer = [], False
-    newest = (deb or {}).get("newest")
+    notes, newer, newest = [], False, (deb or {}).get("newest")
     if newest:
         order = compare_upstream(newest, shipped)
         newer = order > 0
-        if order < 0:
-            notes.append("Debian's is older")
-        elif order == 0 and deb.get("newer_entries"):
-            notes.append("same upstream, newer Debian revision")
+        if order < 0 or order == 0 and deb.get("newer_entries"):
+            notes.append("Debian's is older" if order < 0 else "same upstream, newer Debian revision")
     if up and up.get("newest") and compare_upstream(up["newest"], shipped) > 0:
         newer = True
     return ("security" if cves else "outdated" if newer else "current"), "; ".join(notes)
@@ -407,14 +402,12 @@ def survey(cfg, when):
             upstream = dict(up.get(q) or {"newest": None, "where": None,
                                           "error": "no http(s) URL in the recipe"},
                             kind=q[0] if q else None)
-            # what the recipe's debian_patches already fix is shipped, not missing
-            applied = {c for p in recipe.debian_patches for c in p.cves}
+            applied = {c for p in recipe.debian_patches for c in p.cves}   # shipped, not missing
             listed = dict.fromkeys(c for f in (deb or {}).get("fixes", []) for c in f["cves"])
             cves = [c for c in listed if c not in applied]
             state, note = verdict(recipe.version, deb, upstream, cves)
-            if applied & set(listed):
-                taken = "debian_patches fix " + ", ".join(c for c in listed if c in applied)
-                note = f"{note}; {taken}" if note else taken
+            taken = ", ".join(c for c in listed if c in applied)
+            note = "; ".join(filter(None, [note, taken and f"debian_patches fix {taken}"]))
             rows.append({"recipe": recipe.name, "also": also, "shipped": recipe.version,
                          "patched": sorted(applied),
                          "distributions": sorted(d.name for d in cfg.distributions.values()
