@@ -166,7 +166,7 @@ def check_in_images(cfg, dist_name):
     env = smoke_environment(cfg, dist_name)
     engines = []
     with open(log, "w") as fh:
-        fh.write(f"# check-images:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        fh.write(f"# check-images:{label} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                  f"# mounted: {', '.join(_ref(cfg, d, i) for d, i in mounted_images(cfg, dist_name))}\n")
         for target, client in clients:
             found = info(client)
