@@ -158,6 +158,20 @@ def test_image_exports_each_platform_and_the_index(pipeline):
     digest = (images / "bb-1.0.index.digest").read_text().strip()
     assert f"image:bb: index {digest} of linux/amd64, linux/arm64" in run.out
     assert "image:bb [linux/arm64]: " in run.out
+    stamp = json.loads((images / "bb-1.0.stamp").read_text())
+    assert sorted(stamp["inputs"]["platforms"]) == ["linux/amd64", ARM64]
+    assert stamp["index"] == digest
+    # the host's strip strips only its own machine's programs
+    assert arm64["stripped"]["files"] == 0
+    # reclaim keeps the foreign export of the current version, not one of another
+    from tasks.build.leftovers import superseded_images
+    from tasks.model.config import load_config
+    (images / "bb-0.9-arm64.tar").write_bytes(b"")
+    try:
+        assert [p.name for p, _why, _lock in superseded_images(load_config(proj.root))] == \
+            ["bb-0.9-arm64.tar"]
+    finally:
+        (images / "bb-0.9-arm64.tar").unlink()
     # each tar holds the busybox of its platform
     for name, machine in (("bb-1.0.tar", "x86-64"), ("bb-1.0-arm64.tar", "ARM aarch64")):
         with tarfile.open(images / name) as outer:
