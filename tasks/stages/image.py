@@ -47,7 +47,8 @@ def exports(cfg, dist, name):
     its export's files. The build machine's platform keeps the names of before platforms
     existed (<name>-<version>.tar), a foreign one has its own (<name>-<version>-arm64.tar)."""
     out = []
-    for platform in dist.platforms:
+    # a Config made without platforms (no config.yaml): the build machine's
+    for platform in dist.platforms or (cfg.native_platform,):
         view = cfg.for_platform(platform)
         out.append((platform, view, image_paths(cfg.cache, name, dist.version,
                                                 export_platform(view, dist))))
@@ -118,7 +119,7 @@ def export(cfg, dist_name, name):
         refusal = _setuid_refusal(view, dist)
         if refusal:             # setuid files only on a loader proven not vulnerable
             return TaskFailed(f"image:{name}: {refusal}")
-    results = {}
+    results, native = {}, None
     try:
         for platform, view, paths in todo:
             result = export_image(_manifest_path(view, dist), view.stage_of(dist.name),
@@ -129,6 +130,7 @@ def export(cfg, dist_name, name):
                                   strip=spec.get("strip", True), setuid=dist.setuid,
                                   platform=export_platform(view, dist))
             results[platform] = result
+            native = native or (result if export_platform(view, dist) is None else None)
             _said(name + ("" if len(todo) == 1 else f" [{platform}]"), spec, paths, result)
         index = None
         if multi_platform(dist):
@@ -138,7 +140,6 @@ def export(cfg, dist_name, name):
                  f"-> {where}")
     except UserError as exc:
         return TaskFailed(exc.render())
-    native = results[cfg.native_platform]
     extra = {} if index is None else {
         "index": index["digest"], "exports": {p: r["digest"] for p, r in results.items()}}
     stamp.write(digest=native["digest"], id=native["id"], **extra)
