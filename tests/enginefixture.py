@@ -207,8 +207,9 @@ def rootfs_image(out, repository, tag="latest", files=None, cmd=None, env=None,
 
 
 def busybox_files(busybox=None):
-    """A busybox image's files: the host's busybox-static, or another one (foreign_busybox:
-    the host's names its applets, the same Debian version has the same list)."""
+    """A busybox image's files: the host's busybox-static, or another one
+    (foreignbin.busybox_arm64: the host's names its applets, the same Debian release has
+    the same list)."""
     data = Path(busybox or busybox_path()).read_bytes()
     applets = subprocess.run([busybox_path(), "--list"], capture_output=True, text=True,
                              check=True).stdout.split()
@@ -220,41 +221,6 @@ def busybox_files(busybox=None):
         if applet != "busybox":
             files[f"bin/{applet}"] = ("symlink", "busybox")
     return files
-
-
-def foreign_busybox(work, arch="arm64"):
-    """Debian's busybox-static for another architecture, of the host's Debian release and
-    from the mirror the host's apt reads: apt with private state (it checks the archive's
-    signature) downloads the .deb, dpkg-deb unpacks it. Returns its bin/busybox."""
-    from tasks.sources.debian import host_mirror
-    work = Path(work)
-    found = sorted(work.glob(f"root-{arch}/bin/busybox"))
-    if found:
-        return found[0]
-    mirror = host_mirror()
-    if not mirror:
-        pytest.fail("the host's apt reads no Debian archive: cannot fetch busybox-static:" + arch)
-    suite = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().split()
-                 if "=" in line).get("VERSION_CODENAME", "bookworm").strip('"')
-    apt = work / f"apt-{arch}"
-    for sub in ("lists/partial", "cache/archives/partial", "state", "parts", "deb"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "state/status").touch()
-    (apt / "sources.list").write_text(
-        f"deb [arch={arch} signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-        f"{mirror} {suite} main\n")
-    opts = [f"-oDir::Etc::SourceList={apt}/sources.list", f"-oDir::Etc::SourceParts={apt}/parts",
-            f"-oDir::State={apt}/state", f"-oDir::State::Lists={apt}/lists",
-            f"-oDir::Cache={apt}/cache", f"-oAPT::Architecture={arch}",
-            f"-oAPT::Architectures::={arch}", "-oAPT::Sandbox::User=root",
-            "-oAcquire::Languages=none"]
-    for args, cwd in ((["update"], None), (["download", "busybox-static"], apt / "deb")):
-        done = subprocess.run(["apt-get", *opts, "-qq", *args], capture_output=True, text=True,
-                              cwd=cwd, timeout=300)
-        assert done.returncode == 0, f"apt-get {args[0]} ({arch}): {done.stderr[-2000:]}"
-    (deb,) = (apt / "deb").glob(f"busybox-static_*_{arch}.deb")
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(work / f"root-{arch}")], check=True)
-    return work / f"root-{arch}/bin/busybox"
 
 
 # ---- engine access -----------------------------------------------------------------

@@ -1,15 +1,25 @@
 """A real program of another platform for the tests: Debian's busybox-static for arm64,
-fetched with `apt-get download` through a private apt state (its own sources, lists,
-cache and status under .test-foreign/, architecture arm64): the host's dpkg and apt
-architectures are never changed. apt checks the .deb against the signed Packages index."""
+of the host's Debian release (so the host's busybox names the same applets:
+enginefixture.busybox_files), fetched with `apt-get download` through a private apt state
+(its own sources, lists, cache and status under .test-foreign/<release>/, architecture
+arm64): the host's dpkg and apt architectures are never changed. apt checks the .deb
+against the signed Packages index. The one helper for it (the tests' arm64 trees, fixture
+builds and arm64 base images)."""
 import shutil
 import subprocess
 from pathlib import Path
 
 from tasks.sources.debian import host_archives
 
-ROOT = Path(__file__).resolve().parent.parent / ".test-foreign"
-SUITE = "trixie"
+def host_release():
+    """The host's Debian codename (bookworm), from /etc/os-release."""
+    fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().split()
+                  if "=" in line)
+    return fields.get("VERSION_CODENAME", "bookworm").strip('"')
+
+
+SUITE = host_release()
+ROOT = Path(__file__).resolve().parent.parent / ".test-foreign" / SUITE
 
 
 def busybox_arm64():
@@ -43,5 +53,8 @@ def busybox_arm64():
     shutil.rmtree(unpacked, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(unpacked / "usr" / "bin" / "busybox", out)
+    # /bin/busybox up to bookworm, /usr/bin/busybox since trixie (merged /usr)
+    (found,) = [p for p in (unpacked / "bin/busybox", unpacked / "usr/bin/busybox")
+                if p.is_file() and not p.is_symlink()]
+    shutil.copy2(found, out)
     return out

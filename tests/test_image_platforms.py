@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from enginefixture import (EPOCH, busybox_files, busybox_path, engine, ensure_image,
-                           foreign_busybox, make_stage)
+from enginefixture import EPOCH, busybox_files, busybox_path, engine, ensure_image, make_stage
+from foreignbin import busybox_arm64
 from registryfixture import RegistryServer, available
 from tasks.core.errors import UserError
 from tasks.ship import engine as eng
@@ -64,9 +64,9 @@ def read_tar(path):
 
 
 @pytest.fixture(scope="module")
-def busyboxes(tmp_path_factory):
+def busyboxes():
     """Static busybox programs: the host's (amd64) and Debian's arm64 one."""
-    return {"amd64": busybox_path(), "arm64": foreign_busybox(tmp_path_factory.mktemp("arm64"))}
+    return {"amd64": busybox_path(), "arm64": busybox_arm64()}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from tasks.core import files
+from tasks.model.platforms import PLATFORMS
 
 # .<name>.tmp<pid>[-<thread>]           write_atomic, image and layer temporaries
 # .<name>-<pid>-<thread>[.tar.gz]       scratch folders (stagedir, legal, strip, check, push)
@@ -104,23 +105,28 @@ def find(cfg, failed=False):
 
 
 def superseded_images(cfg):
-    """Files in cache/images of a configured image at another version than the current."""
+    """Files in cache/images of a configured image at another version than the current.
+    A foreign platform's export of the current version (<name>-<version>-arm64.tar, the
+    image stage's name for it) is current too."""
     folder = cfg.cache / "images"
     current = {}
     for dist in cfg.distributions.values():
         for name in dist.images:
-            current[name] = dist.version
+            current[name] = [f"{name}-{dist.version}{suffix}." for suffix in
+                             [""] + [f"-{PLATFORMS[p].arch}" for p in dist.platforms
+                                     if p != cfg.native_platform]]
     found = []
     try:
         entries = sorted(folder.iterdir())
     except OSError:
         return found
     for path in entries:
-        for name, version in current.items():
-            if path.name.startswith(f"{name}-") and not path.name.startswith(f"{name}-{version}."):
+        for name, kept in current.items():
+            if path.name.startswith(f"{name}-") and not path.name.startswith(tuple(kept)):
                 rest = path.name[len(name) + 1:]
                 if rest[:1].isdigit():
-                    found.append((path, f"image {name} at another version than {version}", None))
+                    found.append((path, f"image {name} at another version than "
+                                        f"{kept[0][len(name) + 1:-1]}", None))
                 break
     return found
 

@@ -286,6 +286,25 @@ def _check_platforms(cfg, path):
                                     f"which is not (its platforms: "
                                     f"{', '.join(cfg.distributions[used].platforms)}).", path,
                                     f"distributions.{used}.platforms")
+    _check_platform_images(cfg, path)
+
+
+def _check_platform_images(cfg, path):
+    """checks.platform_images names foreign platforms some distribution is built for."""
+    built = sorted({p for d in cfg.distributions.values() for p in d.platforms
+                    if p != cfg.native_platform})
+    for platform in cfg.data["checks"]["platform_images"]:
+        where = f"checks.platform_images.{platform}"
+        if platform == cfg.native_platform:
+            raise UserError(f"{platform} is this machine's platform: its base images are "
+                            "checks.images.", path, where,
+                            f"Move the list to checks.images, or remove {platform} here.")
+        if platform not in built:
+            raise UserError(f"no distribution is built for {platform} (foreign platforms "
+                            f"built: {', '.join(built) or 'none'}), so no check-images task "
+                            "would run these images.", path, where,
+                            f"Add {platform} to platforms: (top level or a distribution's), "
+                            "or remove this entry.")
 
 
 def _visible_components(name, raw, seen=None):

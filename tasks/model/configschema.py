@@ -58,6 +58,13 @@ DISTRIBUTION = Schema({
 CHECKS = Schema({
     "images": Field(list, default=list, item=Field(str),
                     expect="base images (references in the engine) to run the smoke tests in"),
+    # another platform's base images (check-images:<dist>@arm64); the build machine's are
+    # `images` (config.py checks the keys against the distributions' platforms)
+    "platform_images": Field(dict, default=dict, keys=platform_check,
+                             item=Field(list, item=Field(str), expect="a list of base images "
+                                        "of that platform, e.g. [busybox:latest-arm64]"),
+                             expect="a mapping of platform to its base images, e.g. "
+                                    "{linux/arm64: [busybox:latest-arm64]}"),
 }, "check settings")
 
 DOWNLOAD = Schema({

@@ -326,19 +326,21 @@ def volume_has_content(client, container, prefix):
             close()
 
 
-def create_volume_container(client, image, prefix, name, replace=True):
+def create_volume_container(client, image, prefix, name, replace=True, platform=None):
     """`docker create --name NAME --volume PREFIX IMAGE no-such-cmd`, filled on any engine.
 
     Docker copies the image's PREFIX into the new anonymous volume at create time; Podman
     does it when the container first starts. So: create; if the volume is still empty,
     start the container once (it fails on the missing command, which is ignored), and
     verify the volume now holds the image's files. Returns the container (never running).
+    platform: that of a foreign image ("linux/arm64": `--platform linux/arm64`).
     """
     import docker.errors
     if replace:
         remove_container(client, name)
     container = client.containers.create(image, command=[NO_SUCH_CMD], name=name,
-                                         volumes=[prefix], network_mode="none")
+                                         volumes=[prefix], network_mode="none",
+                                         **({"platform": platform} if platform else {}))
     if volume_has_content(client, container.id, prefix):
         return container
     try:

@@ -12,6 +12,13 @@ LD_LIBRARY_PATH and PATH of check:<dist>, the volumes read-only (`--volumes-from
 and a fresh /tmp (scratch has none). All of it in every engine load: uses (one or several:
 tasks/stages/load.py). Results: cache/checks/<dist>.images.json (per engine: its name,
 kind, version and API version, then per base image each command's status) and .images.log.
+
+A foreign platform the distribution is built for has its own task,
+check-images:<dist>@arm64: the same in base images of that platform
+(checks.platform_images: {linux/arm64: [...]}), with that platform's exports mounted
+(<repository>:<version>-arm64, as load:<image> names them) and every container created
+with --platform linux/arm64 (qemu-user-static through binfmt_misc runs its programs,
+as for check:<dist>@arm64). Results: cache/checks/<dist>@arm64.images.json and .log.
 """
 import json
 import shlex
@@ -26,7 +33,7 @@ from tasks.model.project import project
 from tasks.core import code
 from tasks.stages.check import CHECK_MODULES
 from tasks.verify.smoke import expand, smoke_environment, smoke_tests
-from tasks.stages.load import engine_clients, engine_names
+from tasks.stages.load import engine_clients, engine_names, engine_ref
 from tasks.model.stamp import REASONS, Stamp
 
 # Printed by the in-container runner around each command's exit status.
@@ -43,8 +50,30 @@ def mounted_images(cfg, dist_name):
     return out
 
 
-def _ref(dist, image):
-    return f"{dist.images[image]['repository']}:{dist.version}"
+def _ref(cfg, dist, image):
+    """The engine's name of the image's export for this view's platform."""
+    return engine_ref(cfg, dist, image)
+
+
+def base_images(cfg):
+    """The base images of this view's platform: checks.images for the build machine's,
+    checks.platform_images.<platform> for a foreign one."""
+    if cfg.tag():
+        return list(cfg.data["checks"]["platform_images"].get(cfg.platform, []))
+    return list(cfg.data["checks"]["images"])
+
+
+def _bases_field(cfg):
+    return f"checks.platform_images.{cfg.platform}" if cfg.tag() else "checks.images"
+
+
+def _platform(cfg):
+    """create options of a foreign platform's containers (--platform linux/arm64)."""
+    return {"platform": cfg.platform} if cfg.tag() else {}
+
+
+def _volume_name(cfg, dist, image):
+    return f"dappdeps-check-{image}-{dist.version}{cfg.tag() and '-' + cfg.target().arch}"
 
 
 def runner_script(cfg, dist_name):
@@ -80,11 +109,11 @@ def stamp(cfg, dist_name, clients):
     """Inputs: for each engine (by name) its kind, version and API version and the image
     ids it has (mounted and base images); the smoke commands; the code that runs them."""
     from tasks.ship.engine import info
-    mounted = [_ref(d, i) for d, i in mounted_images(cfg, dist_name)]
-    bases = list(cfg.data["checks"]["images"])
+    mounted = [_ref(cfg, d, i) for d, i in mounted_images(cfg, dist_name)]
+    bases = base_images(cfg)
     engines = {t.name: {"engine": info(c), "host": t.address, "mounted": _image_ids(c, mounted),
                         "bases": _image_ids(c, bases)} for t, c in clients}
-    return Stamp(cfg.cache / "checks" / f"{dist_name}.images.stamp.json",
+    return Stamp(cfg.cache / "checks" / f"{cfg.label(dist_name)}.images.stamp.json",
                  {"engines": engines, "smoke": smoke_tests(cfg, dist_name),
                   "check": code.digest(*CHECK_MODULES, "tasks.stages.check_images",
                                        "tasks.ship.engine")})
@@ -92,7 +121,7 @@ def stamp(cfg, dist_name, clients):
 
 def is_current(cfg, dist_name):
     def check(task, values):
-        if not cfg.data["checks"]["images"]:
+        if not base_images(cfg):
             return True
         try:
             clients = engine_clients(cfg)
@@ -103,9 +132,9 @@ def is_current(cfg, dist_name):
         current = stamp(cfg, dist_name, clients)
         if current.is_current():
             return True
-        REASONS[f"check-images:{dist_name}"] = current.why()
+        REASONS[f"check-images:{cfg.label(dist_name)}"] = current.why()
         return False
-    check.__name__ = f"images_checked_{dist_name}"
+    check.__name__ = f"images_checked_{cfg.label(dist_name)}"
     return check
 
 
@@ -114,9 +143,10 @@ def check_in_images(cfg, dist_name):
     from doit.exceptions import TaskFailed
 
     from tasks.ship.engine import info
-    bases = cfg.data["checks"]["images"]
+    label = cfg.label(dist_name)
+    bases = base_images(cfg)
     if not bases:
-        echo(f"check-images:{dist_name}: no base images listed under checks.images in "
+        echo(f"check-images:{label}: no base images listed under {_bases_field(cfg)} in "
               f"{cfg.path}; nothing to run.")
         return True
     try:
@@ -125,19 +155,19 @@ def check_in_images(cfg, dist_name):
         return TaskFailed(exc.render())
     silent = [t for t, c in clients if c is None]
     if silent:
-        return TaskFailed(f"check-images:{dist_name} needs a container engine (DOCKER_HOST, "
+        return TaskFailed(f"check-images:{label} needs a container engine (DOCKER_HOST, "
                           "engines or engine.host in config.yaml); "
                           + "; ".join(f"{t.name} at {t.address or 'no default socket'} does "
                                       "not answer" for t in silent) + ".")
     out = cfg.cache / "checks"
     out.mkdir(parents=True, exist_ok=True)
-    log = out / f"{dist_name}.images.log"
+    log = out / f"{label}.images.log"
     tests = smoke_tests(cfg, dist_name)
     env = smoke_environment(cfg, dist_name)
     engines = []
     with open(log, "w") as fh:
-        fh.write(f"# check-images:{dist_name} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                 f"# mounted: {', '.join(_ref(d, i) for d, i in mounted_images(cfg, dist_name))}\n")
+        fh.write(f"# check-images:{label} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                 f"# mounted: {', '.join(_ref(cfg, d, i) for d, i in mounted_images(cfg, dist_name))}\n")
         for target, client in clients:
             found = info(client)
             fh.write(f"# engine {target.name}: {found['kind']} {found['version']} "
@@ -145,31 +175,31 @@ def check_in_images(cfg, dist_name):
             try:
                 results = _check_in_engine(cfg, dist_name, client, fh)
             except UserError as exc:
-                return TaskFailed(f"check-images:{dist_name}: in engine {target.name}: "
+                return TaskFailed(f"check-images:{label}: in engine {target.name}: "
                                   + exc.render())
             engines.append((target, found, results))
-    report = {"distribution": dist_name,
-              "mounted": [_ref(d, i) for d, i in mounted_images(cfg, dist_name)],
+    report = {"distribution": dist_name, **({"platform": cfg.platform} if cfg.tag() else {}),
+              "mounted": [_ref(cfg, d, i) for d, i in mounted_images(cfg, dist_name)],
               "environment": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},
               "engines": [{"name": t.name, "host": t.address, **found,
                            "images": {ref: [{"component": c, "command": cmd, "status": s}
                                             for (c, cmd), s in zip(tests, statuses)]
                                       for ref, statuses in results.items()}}
                           for t, found, results in engines]}
-    files.write_atomic(out / f"{dist_name}.images.json", json.dumps(report, indent=2) + "\n")
+    files.write_atomic(out / f"{label}.images.json", json.dumps(report, indent=2) + "\n")
     failed = 0
     for target, found, results in engines:
         where = f"[{target.name}: {found['kind']} {found['version']}, API {found['api_version']}]"
         for ref, statuses in results.items():
             bad = [(t, s) for t, s in zip(tests, statuses) if s != 0]
             failed += len(bad)
-            echo(f"check-images:{dist_name}: {where} in {ref}: {len(tests) - len(bad)}/"
+            echo(f"check-images:{label}: {where} in {ref}: {len(tests) - len(bad)}/"
                   f"{len(tests)} smoke tests passed")
             for (comp, command), status in bad:
                 why = "did not run" if status is None else f"exit {status}"
                 echo(f"  FAILED in {ref} ({why}, engine {target.name}): {command}   [{comp}]")
     if failed:
-        return TaskFailed(f"check-images:{dist_name}: {failed} smoke test(s) failed; "
+        return TaskFailed(f"check-images:{label}: {failed} smoke test(s) failed; "
                           f"details in {log}")
     stamp(cfg, dist_name, clients).write()
     return True
@@ -180,23 +210,24 @@ def _check_in_engine(cfg, dist_name, client, fh):
     import docker.errors
 
     from tasks.ship.engine import remove_container, create_volume_container, run
-    bases = cfg.data["checks"]["images"]
+    bases = base_images(cfg)
     tests = smoke_tests(cfg, dist_name)
     env = smoke_environment(cfg, dist_name)
     results = {}
     # the commands' /tmp, unique to this run and thread (files written as root in there)
-    work = cfg.cache / "work" / "check-images" / f"{dist_name}.{files.unique_suffix()}"
+    work = cfg.cache / "work" / "check-images" / f"{cfg.label(dist_name)}.{files.unique_suffix()}"
     try:
         bash = _bash(cfg, dist_name)
         for ref in bases:
             if not _image_ids(client, [ref])[ref]:
-                raise UserError(f"the engine has no image '{ref}'.", cfg.path, "checks.images",
+                raise UserError(f"the engine has no image '{ref}'.", cfg.path, _bases_field(cfg),
                                 "Pull or build it first (docs/images.md shows how to make "
                                 "busybox, scratch and Debian test images offline).")
         volumes = []
         for dist, image in mounted_images(cfg, dist_name):
-            name = f"dappdeps-check-{image}-{dist.version}"
-            create_volume_container(client, _ref(dist, image), dist.prefix, name)
+            name = _volume_name(cfg, dist, image)
+            create_volume_container(client, _ref(cfg, dist, image), dist.prefix, name,
+                                    **_platform(cfg))
             volumes.append(name)
         binds = {}
         if (cfg.recipes_dir / "checks").is_dir():
@@ -217,7 +248,8 @@ def _check_in_engine(cfg, dist_name, client, fh):
             options = dict(volumes_from=[f"{v}:ro" for v in volumes], environment=env,
                            working_dir="/tmp", entrypoint=[""],
                            security_opt=["no-new-privileges"],
-                           volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}})
+                           volumes={**binds, str(tmp): {"bind": "/tmp", "mode": "rw"}},
+                           **_platform(cfg))
             if bash:
                 code, text = run(client, ref, [bash, "-c", script], **options)
                 fh.write(f"## {ref} (exit {code}, {time.time() - start:.1f} s)\n{text}\n")
@@ -233,7 +265,7 @@ def _check_in_engine(cfg, dist_name, client, fh):
                 results[ref].append(code)
     finally:
         for dist, image in mounted_images(cfg, dist_name):
-            remove_container(client, f"dappdeps-check-{image}-{dist.version}")
+            remove_container(client, _volume_name(cfg, dist, image))
         # the commands' /tmp (files written as root by the containers)
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -250,21 +282,30 @@ def _statuses(text, tests):
     return [found.get(i) for i in range(len(tests))]
 
 
+def views(cfg, dist):
+    """The configuration view of each platform the distribution is built for."""
+    return [cfg.for_platform(p) for p in dist.platforms]
+
+
 def defaults(cfg, dist):
-    return [f"check-images:{dist.name}"] if cfg.data["checks"]["images"] else []
+    return [f"check-images:{view.label(dist.name)}" for view in views(cfg, dist)
+            if base_images(view)]
 
 
 def tasks():
     names = engine_names(project)
     for dist in project.distributions.values():
         loads = [f"load:{image}" for _d, image in mounted_images(project, dist.name)]
-        yield {
-            "name": dist.name,
-            "doc": f"smoke-test {dist.name} in the checks.images containers "
-                   f"({', '.join(shlex.quote(i) for i in project.data['checks']['images']) or 'none set'})"
-                   + (f" of {names}" if names else ""),
-            "actions": [(check_in_images, [project, dist.name])],
-            "uptodate": [is_current(project, dist.name)],
-            "task_dep": [f"check:{dist.name}"] + loads,
-            "verbosity": 2,
-        }
+        for view in views(project, dist):
+            label = view.label(dist.name)
+            yield {
+                "name": label,
+                "doc": f"smoke-test {dist.name} in the {_bases_field(view)} containers "
+                       f"({', '.join(shlex.quote(i) for i in base_images(view)) or 'none set'})"
+                       + (f" of {names}" if names else "")
+                       + (f", --platform {view.platform}" if view.tag() else ""),
+                "actions": [(check_in_images, [view, dist.name])],
+                "uptodate": [is_current(view, dist.name)],
+                "task_dep": [f"check:{label}"] + loads,
+                "verbosity": 2,
+            }

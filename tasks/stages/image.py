@@ -2,6 +2,12 @@
 cache/images/<name>-<version>.tar (docker-archive + OCI layout), no daemon needed.
 load:<name> (stages/load.py) puts it into an engine.
 
+A distribution built for several platforms (config `platforms:`) is exported once per
+platform by the same task: the build machine's as before platforms existed (same names,
+same bytes), each foreign one from its own stage (cache/stage/<dist>@arm64) to
+<name>-<version>-arm64.tar; then one OCI image index over them,
+<name>-<version>.index.json (tasks/ship/imageindex.py), in the order of `platforms:`.
+
 config.yaml, all optional (engine: is a mapping of strings):
   engine:
     host: unix:///run/podman/podman.sock   # used when DOCKER_HOST is unset
@@ -15,6 +21,7 @@ from tasks.build import verify
 from tasks.core import code
 from tasks.core.log import echo
 from tasks.ship.image import image_paths, read_result
+from tasks.ship.imageindex import index_paths
 from tasks.ship.strip import strip_version
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
@@ -34,13 +41,48 @@ def _labels(cfg, dist):
     return labels
 
 
-def image_stamp(cfg, dist, name, spec):
-    """Inputs of image:<name>: the assembled manifest's digest and the image settings."""
+def exports(cfg, dist, name):
+    """[(platform, view, paths)] of an image, in the order of the distribution's
+    `platforms:`: view is the configuration of that platform (Config.for_platform), paths
+    its export's files. The build machine's platform keeps the names of before platforms
+    existed (<name>-<version>.tar), a foreign one has its own (<name>-<version>-arm64.tar)."""
+    out = []
+    # a Config made without platforms (no config.yaml): the build machine's
+    for platform in dist.platforms or (cfg.native_platform,):
+        view = cfg.for_platform(platform)
+        out.append((platform, view, image_paths(cfg.cache, name, dist.version,
+                                                export_platform(view, dist))))
+    return out
+
+
+def export_platform(view, dist):
+    """The platform export_image() is given: None for the build machine's own (the bytes
+    of before platforms existed), else the view's ("linux/arm64")."""
+    return view.platform if view.tag(dist.name) else None
+
+
+def multi_platform(dist):
+    """True when the image is an index over several platforms' exports."""
+    return len(dist.platforms) > 1
+
+
+def _digest_of(path):
     try:
-        digest = hashlib.sha256(_manifest_path(cfg, dist).read_bytes()).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
-        digest = None
+        return None
+
+
+def image_stamp(cfg, dist, name, spec):
+    """Inputs of image:<name>: the assembled manifest's digest and the image settings
+    (and each platform's manifest digest, for an image of several platforms)."""
+    digest = _digest_of(_manifest_path(cfg, dist))
+    platforms = {}
+    if multi_platform(dist):
+        platforms = {"platforms": {p: _digest_of(_manifest_path(view, dist))
+                                   for p, view, _paths in exports(cfg, dist, name)}}
     return Stamp(image_paths(cfg.cache, name, dist.version)["stamp"], {
+        **platforms,
         "manifest": digest,
         "repository": spec["repository"],
         "tag": dist.version,
@@ -58,43 +100,63 @@ def image_stamp(cfg, dist, name, spec):
 
 
 def export(cfg, dist_name, name):
-    """The image:<name> action."""
+    """The image:<name> action: each platform's export, then (several platforms) the index."""
     from doit.exceptions import TaskFailed
 
     from tasks.core.errors import UserError
     from tasks.ship.image import export_image
+    from tasks.ship.imageindex import write_index
     dist = cfg.distributions[dist_name]
     spec = dist.images[name]
-    paths = image_paths(cfg.cache, name, dist.version)
     stamp = image_stamp(cfg, dist, name, spec)
-    message = verify.failure(verify.distribution(cfg, dist.name))
-    if message:                 # an edited output is named, never shipped
-        return TaskFailed(message)
+    todo = exports(cfg, dist, name)
+    for _platform, view, _paths in todo:
+        message = verify.failure(verify.distribution(view, dist.name))
+        if message:             # an edited output is named, never shipped
+            return TaskFailed(message)
     stamp.remove()
-    refusal = _setuid_refusal(cfg, dist)
-    if refusal:                 # setuid files only on a loader proven not vulnerable
-        return TaskFailed(f"image:{name}: {refusal}")
+    for _platform, view, _paths in todo:
+        refusal = _setuid_refusal(view, dist)
+        if refusal:             # setuid files only on a loader proven not vulnerable
+            return TaskFailed(f"image:{name}: {refusal}")
+    results, native = {}, None
     try:
-        result = export_image(_manifest_path(cfg, dist), cfg.stage_of(dist.name),
-                              paths["tar"], spec["repository"], dist.version,
-                              include=spec["include"], exclude=spec["exclude"],
-                              source_date_epoch=cfg.source_date_epoch,
-                              labels=_labels(cfg, dist), title=name,
-                              strip=spec.get("strip", True), setuid=dist.setuid)
+        for platform, view, paths in todo:
+            result = export_image(_manifest_path(view, dist), view.stage_of(dist.name),
+                                  paths["tar"], spec["repository"], dist.version,
+                                  include=spec["include"], exclude=spec["exclude"],
+                                  source_date_epoch=cfg.source_date_epoch,
+                                  labels=_labels(cfg, dist), title=name,
+                                  strip=spec.get("strip", True), setuid=dist.setuid,
+                                  platform=export_platform(view, dist))
+            results[platform] = result
+            native = native or (result if export_platform(view, dist) is None else None)
+            _said(name + ("" if len(todo) == 1 else f" [{platform}]"), spec, paths, result)
+        index = None
+        if multi_platform(dist):
+            where = index_paths(cfg.cache, name, dist.version)["index"]
+            index = write_index([paths["tar"] for _p, _v, paths in todo], where)
+            echo(f"image:{name}: index {index['digest']} of {', '.join(index['platforms'])} "
+                 f"-> {where}")
     except UserError as exc:
         return TaskFailed(exc.render())
-    stamp.write(digest=result["digest"], id=result["id"])
+    extra = {} if index is None else {
+        "index": index["digest"], "exports": {p: r["digest"] for p, r in results.items()}}
+    stamp.write(digest=native["digest"], id=native["id"], **extra)
+    return True
+
+
+def _said(label, spec, paths, result):
     stripped = result["stripped"]
-    echo(f"image:{name}: {result['ref']} {result['files']} files, "
+    echo(f"image:{label}: {result['ref']} {result['files']} files, "
          f"{result['size'] / 1e6:.1f} MB, digest {result['digest']} -> {paths['tar']}"
          + (f"; stripped {stripped['files']} ELF files, {stripped['bytes_saved'] / 1e6:.1f} MB "
             "saved" if spec.get("strip", True) else "; not stripped")
          # each one was warned about on stderr by the export
          + (f", {len(stripped['failed'])} shipped unstripped" if stripped["failed"] else ""))
     if result["dangling_links"]:
-        echo(f"image:{name}: note: symlinks to paths outside the image: "
+        echo(f"image:{label}: note: symlinks to paths outside the image: "
              f"{', '.join(result['dangling_links'][:5])}")
-    return True
 
 
 def _setuid_refusal(cfg, dist):
@@ -112,8 +174,16 @@ def _setuid_refusal(cfg, dist):
 
 def _clean(cfg, dist_name, name):
     dist = cfg.distributions[dist_name]
-    for path in image_paths(cfg.cache, name, dist.version).values():
+    for path in _outputs(cfg, dist, name):
         path.unlink(missing_ok=True)
+
+
+def _outputs(cfg, dist, name):
+    """Every file image:<name> writes (each platform's, the index)."""
+    found = [path for _p, _v, paths in exports(cfg, dist, name) for path in paths.values()]
+    if multi_platform(dist):
+        found += list(index_paths(cfg.cache, name, dist.version).values())
+    return list(dict.fromkeys(found))
 
 
 def images():
@@ -132,17 +202,23 @@ def defaults(cfg, dist):
 
 def tasks():
     for dist, name, spec in images():
-        paths = image_paths(project.cache, name, dist.version)
+        todo = exports(project, dist, name)
+        targets = [str(paths[k]) for _p, _v, paths in todo for k in ("tar", "json")]
+        if multi_platform(dist):
+            targets.append(str(index_paths(project.cache, name, dist.version)["index"]))
+        toolchains = [f"assemble:{view.label(dist.toolchain)}" for _p, view, _paths in todo] \
+            if dist.setuid and dist.toolchain else []
         yield {
             "name": name,
-            "doc": f"{spec['repository']}:{dist.version} ({dist.prefix})",
+            "doc": f"{spec['repository']}:{dist.version} ({dist.prefix})"
+                   + (f" for {', '.join(dist.platforms)}" if multi_platform(dist) else ""),
             "actions": [(export, [project, dist.name, name])],
             "uptodate": [uptodate_check(f"image:{name}",
                                         lambda d=dist, n=name, s=spec: image_stamp(project, d, n, s))],
             # the loader probe of a distribution with setuid files reads its toolchain's
-            "task_dep": [f"assemble:{dist.name}"]
-                        + ([f"assemble:{dist.toolchain}"] if dist.setuid and dist.toolchain else []),
-            "targets": [str(paths["tar"]), str(paths["json"])],
+            "task_dep": [f"assemble:{view.label(dist.name)}" for _p, view, _paths in todo]
+                        + toolchains,
+            "targets": targets,
             "clean": [(_clean, [project, dist.name, name])],
             "verbosity": 2,
         }
