@@ -30,7 +30,7 @@ def _own_cache(monkeypatch):
 # recipe -> (PyPI name, version)
 PYPI = {
     "py-flit-core": ("flit-core", "3.12.0"),
-    "py-pip": ("pip", "25.3"),
+    "py-pip": ("pip", "26.3"),
     "py-setuptools": ("setuptools", "84.0.0"),
     "py-pycparser": ("pycparser", "3.12"),
     "py-cffi": ("cffi", "2.1.1"),
@@ -40,7 +40,7 @@ PYPI = {
     "py-pyyaml": ("pyyaml", "6.0.4"),
     "py-packaging": ("packaging", "26.4"),
     "py-resolvelib": ("resolvelib", "1.2.1"),
-    "ansible-core": ("ansible-core", "2.19.14"),
+    "ansible-core": ("ansible-core", "2.21.5"),
 }
 PREBUILT = {"py-cryptography", "py-pyyaml"}          # no Rust/maturin; no Cython/libyaml
 BUILD_ONLY = {"py-flit-core", "py-setuptools"}        # build backends, not in the image
@@ -128,7 +128,7 @@ def test_the_build_backends_are_not_shipped(cfg):
     from tasks.ship.legal_info import image_components
     from tasks.ship.select import select
     spec = cfg.distributions["ansible"].images["ansible"]
-    site = "lib/python3.11/site-packages"
+    site = "lib/python3.13/site-packages"
     owned = {
         "py-setuptools": [f"{site}/setuptools/__init__.py", f"{site}/setuptools-84.0.0.dist-info/RECORD",
                           f"{site}/_distutils_hack/__init__.py",
