@@ -65,11 +65,16 @@ def test_a_cross_toolchain_is_told_its_target_and_it_is_in_its_key(tmp_path):
                 == component_key(cross.component(plain, dist, name)).key)
 
 
-def test_the_target_toolchain_must_be_one(tmp_path):
+def test_the_target_toolchain_is_at_most_one(tmp_path):
     proj = _project(tmp_path, toolchains=("tc", "tc2"))
     cfg = _load(proj.write_config(cross={"linux/arm64": "xtc"}))
     with pytest.raises(UserError, match=r"name 2 \(tc, tc2\)"):
         cross.component(cfg, "xtc", "xgcc").environment()
+    # none: what does not depend on it is still told (tests/test_arm64_checks.py's xtc)
+    proj.distributions = {n: d for n, d in proj.distributions.items() if n not in ("app", "app2")}
+    env = cross.component(_load(proj.write_config(cross={"linux/arm64": "xtc"})),
+                          "xtc", "xgcc").environment()
+    assert env["TARGET_TRIPLET"] == "aarch64-linux-gnu" and "TARGET_PREFIX" not in env
 
 
 def test_smoke_commands_of_a_cross_toolchain_name_the_target(tmp_path):

@@ -66,8 +66,11 @@ def sysroot(dist, target):
 
 def target_toolchain(cfg):
     """The toolchain distribution programs of a foreign platform load their libc from at
-    run time: the one every distribution built by a toolchain names (`toolchain:`)."""
+    run time: the one every distribution built by a toolchain names (`toolchain:`); None
+    when none does (then a recipe using $TARGET_PREFIX fails on the unset variable)."""
     names = sorted({d.toolchain for d in cfg.distributions.values() if d.toolchain})
+    if not names:
+        return None
     if len(names) != 1:
         raise UserError(f"a cross toolchain compiles for the toolchain the other distributions "
                         f"are built by, and they name {len(names)} ({', '.join(names) or 'none'}).",
@@ -79,9 +82,12 @@ def target_environment(cfg, dist_name):
     """What the recipes of a cross toolchain distribution compile for."""
     target = cross_target(cfg, dist_name)
     dist, toolchain = cfg.distributions[dist_name], target_toolchain(cfg)
-    return {"TARGET_TRIPLET": target.triplet, "KERNEL_ARCH": target.kernel_arch,
-            "SYSROOT": sysroot(dist, target), "TARGET_PREFIX": toolchain.prefix,
-            "TARGET_LOADER": f"{toolchain.prefix}/lib/{target.loader}"}
+    env = {"TARGET_TRIPLET": target.triplet, "KERNEL_ARCH": target.kernel_arch,
+           "SYSROOT": sysroot(dist, target)}
+    if toolchain:
+        env.update({"TARGET_PREFIX": toolchain.prefix,
+                    "TARGET_LOADER": f"{toolchain.prefix}/lib/{target.loader}"})
+    return env
 
 
 def cross_recipe(recipe, build, host):

@@ -96,8 +96,9 @@ def audit(cfg, dist_name):
         under, file_dirs = "", default_dirs
         if file_target:
             under = cross.sysroot(dist, file_target)
-            file_dirs = [f"{under}{cross.target_toolchain(cfg).prefix}/lib",
-                         f"{dist.prefix}/{file_target.triplet}/lib"]
+            toolchain = cross.target_toolchain(cfg)
+            file_dirs = ([f"{under}{toolchain.prefix}/lib"] if toolchain else []) + [
+                f"{dist.prefix}/{file_target.triplet}/lib"]
         problems += _platform_problems(where, info, file_target or target)
         if info.interp and not (info.interp.startswith(root) and tree.resolve(under + info.interp)):
             problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes"
