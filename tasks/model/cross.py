@@ -19,11 +19,19 @@ what it was (tests/test_platforms.py). What a foreign build changes is added on 
     recipe's own configure words. Both are given: autoconf then sets cross_compiling=yes
     without trying to run a test program, which under binfmt_misc + qemu would succeed
     and make the output depend on the host's emulation.
+
+A cross toolchain distribution (a value of config `cross:`, e.g. cross-aarch64) is built
+for the build machine like any native one; what its recipes add is the target they
+compile for (CrossToolchainComponent): TARGET_TRIPLET, KERNEL_ARCH, SYSROOT (the target's
+headers and libraries inside the cross prefix, laid out as the target's toolchain prefix
+is at run time), TARGET_PREFIX (that toolchain prefix) and TARGET_LOADER (the dynamic
+linker every program it links asks for).
 """
 import dataclasses
 from functools import cached_property
 
 from tasks.core import code
+from tasks.core.errors import UserError
 from tasks.model.component import Component
 from tasks.model.platforms import PLATFORMS
 
@@ -37,9 +45,49 @@ TOOLS = {"CC": "gcc", "CXX": "g++", "CPP": "gcc -E", "AR": "ar", "RANLIB": "ranl
 
 def component(cfg, dist_name, recipe_name):
     """The component of `cfg`'s platform: a plain Component when native."""
+    if cross_target(cfg, dist_name):
+        return CrossToolchainComponent(cfg, dist_name, recipe_name)
     if cfg.tag(dist_name) == "":
         return Component(cfg, dist_name, recipe_name)
     return ForeignComponent(cfg, dist_name, recipe_name)
+
+
+def cross_target(cfg, dist_name):
+    """The Platform a cross toolchain distribution compiles for; None for any other."""
+    return next((PLATFORMS[p] for p, name in cfg.cross.items() if name == dist_name), None)
+
+
+def sysroot(dist, target):
+    """Where a cross toolchain keeps the target's headers and libraries: GCC's tooldir
+    (<prefix>/<triplet>) holds it, so one prefix can hold cross toolchains for several
+    targets without their files meeting."""
+    return f"{dist.prefix}/{target.triplet}/sysroot"
+
+
+def target_toolchain(cfg):
+    """The toolchain distribution programs of a foreign platform load their libc from at
+    run time: the one every distribution built by a toolchain names (`toolchain:`); None
+    when none does (then a recipe using $TARGET_PREFIX fails on the unset variable)."""
+    names = sorted({d.toolchain for d in cfg.distributions.values() if d.toolchain})
+    if not names:
+        return None
+    if len(names) != 1:
+        raise UserError(f"a cross toolchain compiles for the toolchain the other distributions "
+                        f"are built by, and they name {len(names)} ({', '.join(names) or 'none'}).",
+                        cfg.path, "cross")
+    return cfg.distributions[names[0]]
+
+
+def target_environment(cfg, dist_name):
+    """What the recipes of a cross toolchain distribution compile for."""
+    target = cross_target(cfg, dist_name)
+    dist, toolchain = cfg.distributions[dist_name], target_toolchain(cfg)
+    env = {"TARGET_TRIPLET": target.triplet, "KERNEL_ARCH": target.kernel_arch,
+           "SYSROOT": sysroot(dist, target)}
+    if toolchain:
+        env.update({"TARGET_PREFIX": toolchain.prefix,
+                    "TARGET_LOADER": f"{toolchain.prefix}/lib/{target.loader}"})
+    return env
 
 
 def cross_recipe(recipe, build, host):
@@ -48,6 +96,16 @@ def cross_recipe(recipe, build, host):
         return recipe
     words = [f"--build={build.triplet}", f"--host={host.triplet}"] + list(recipe["configure"])
     return dataclasses.replace(recipe, data={**recipe.data, "configure": words})
+
+
+class CrossToolchainComponent(Component):
+    """A component of a cross toolchain distribution: a native build that is told its
+    target. (No code digest in its environment: the values are what shape it.)"""
+
+    def environment(self):
+        env = super().environment()
+        env.update(target_environment(self.cfg, self.dist.name))
+        return env
 
 
 class ForeignComponent(Component):

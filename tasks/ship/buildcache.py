@@ -193,14 +193,14 @@ def push_built(cfg, dist_name):
     """Upload the outputs already in cache/stage that the registry lacks: components built
     before the cache was configured, or by a run in read-only mode. Only outputs whose
     key.json matches the current key. Returns {"pushed", "present", "not built"} lists."""
-    from tasks.model.component import Component
+    from tasks.model.cross import component
     cache = for_config(cfg)
     if not cache.url or cache.mode != "read-write":
         raise UserError(f"pushing needs buildcache.url and mode read-write (now: url "
                         f"'{cache.url}', mode {cache.mode}).", cfg.path, "buildcache")
     done = {"pushed": [], "present": [], "not built": []}
     for name in cfg.distributions[dist_name].components:
-        comp = Component(cfg, dist_name, name)
+        comp = component(cfg, dist_name, name)     # a cross toolchain's has its target's env
         stamp = component_key(comp)
         if not stamp.is_current():
             done["not built"].append(name)

@@ -10,13 +10,16 @@ Every one must also be of the platform the distribution is built for (cfg.target
 tasks/model/platforms.py): its ELF machine (EM_X86_64, EM_AARCH64) and class, and an
 interpreter named as that platform's dynamic linker (ld-linux-x86-64.so.2,
 ld-linux-aarch64.so.1). A file of another machine would only fail where it runs, or,
-with qemu registered in binfmt_misc, run emulated and pass every smoke test.
+with qemu registered in binfmt_misc, run emulated and pass every smoke test. The one
+exception: a cross toolchain (config `cross:`) ships its target's libraries in its
+tooldir; those are audited for the target, their paths looked up in its sysroot.
 """
 import posixpath
 import re
 
 from tasks.core import canonical
 from tasks.core import elf
+from tasks.model import cross
 
 
 def _assembled(cfg, name):
@@ -71,6 +74,8 @@ def audit(cfg, dist_name):
     tc = cfg.distributions[dist.toolchain] if dist.toolchain else dist
     default_dirs = [f"{tc.prefix}/lib"]
     target = cfg.target()
+    # a cross toolchain (cfg.cross) also holds files built for its target
+    cross_target = cross.cross_target(cfg, dist_name)
     problems, count = [], 0
     defined = {}                            # library path -> the versions it defines
     for entry in _assembled(cfg, dist_name)["entries"]:
@@ -85,9 +90,19 @@ def audit(cfg, dist_name):
         count += 1
         where = f"{dist.prefix}/{entry['path']}"
         origin = posixpath.dirname(where)
-        problems += _platform_problems(where, info, target)
-        if info.interp and not (info.interp.startswith(root) and tree.resolve(info.interp)):
-            problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes")
+        # A cross toolchain's target file: its run-time paths are looked up in the sysroot
+        # (`under`), where the target's toolchain prefix is laid out as on the target.
+        file_target = _target_file(where, info, dist, cross_target)
+        under, file_dirs = "", default_dirs
+        if file_target:
+            under = cross.sysroot(dist, file_target)
+            toolchain = cross.target_toolchain(cfg)
+            file_dirs = ([f"{under}{toolchain.prefix}/lib"] if toolchain else []) + [
+                f"{dist.prefix}/{file_target.triplet}/lib"]
+        problems += _platform_problems(where, info, file_target or target)
+        if info.interp and not (info.interp.startswith(root) and tree.resolve(under + info.interp)):
+            problems.append(f"{where}: interpreter {info.interp} is not inside the dappdeps prefixes"
+                            + (f" (looked up in {under})" if under else ""))
         # DT_RUNPATH is searched after LD_LIBRARY_PATH, so an image's LD_LIBRARY_PATH
         # could redirect the libraries (werf issue #4745): only DT_RPATH is allowed.
         # The one exception is glibc's gconv modules' [$ORIGIN]: they find their
@@ -101,12 +116,12 @@ def audit(cfg, dist_name):
                 path = raw.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)
                 if not path.startswith(root):
                     problems.append(f"{where}: {kind} {raw} points outside the dappdeps prefixes")
-                dirs.append(path)
-        search = dirs + default_dirs + ([posixpath.dirname(info.interp)] if info.interp else [])
+                dirs.append(path if "ORIGIN" in raw else under + path)
+        search = dirs + file_dirs + ([under + posixpath.dirname(info.interp)] if info.interp else [])
         if info.kind == "dyn" and not info.interp:
             # A library is loaded into programs of this distribution, whose RPATH
             # covers the distribution's own lib/ (tasks/model/flags.py).
-            search.append(f"{dist.prefix}/lib")
+            search += file_dirs if file_target else [f"{dist.prefix}/lib"]
         resolved = {}
         for needed in info.needed:
             found = next(filter(None, (tree.resolve(f"{d}/{needed}") for d in search)), None)
@@ -115,6 +130,17 @@ def audit(cfg, dist_name):
             resolved[needed] = found
         problems += _missing_versions(tree, where, host_path, resolved, defined)
     return problems, count
+
+
+def _target_file(where, info, dist, target):
+    """The cross target (a Platform) when `where` is one of a cross toolchain's files built
+    for it: of its machine, in GCC's tooldir (<prefix>/<triplet>/: the sysroot, libstdc++,
+    libgcc_s) or its libgcc folder (<prefix>/lib/gcc/<triplet>/); else None. Anywhere
+    else a file of another machine stays a problem."""
+    if target is None or (info.machine, info.elfclass) != (target.elf_machine, target.elf_class):
+        return None
+    inside = (f"{dist.prefix}/{target.triplet}/", f"{dist.prefix}/lib/gcc/{target.triplet}/")
+    return target if where.startswith(inside) else None
 
 
 def _platform_problems(where, info, target):

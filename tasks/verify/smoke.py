@@ -10,13 +10,15 @@ import time
 
 from tasks.build import sandbox
 from tasks.core import files
+from tasks.model import cross
 from tasks.model.component import prefix_variable
 from tasks.verify.audit import Tree
 
 HOSTILE_LD_LIBRARY_PATH = "/nonexistent:/lib"
 
 
-_VAR = re.compile(r"\$(\{)?(PREFIX(?:_[A-Z0-9_]+)?)(?(1)\})")
+# $PREFIX, $PREFIX_<DIST>, and a cross toolchain's $SYSROOT, $TARGET_PREFIX, ...
+_VAR = re.compile(r"\$(\{)?(PREFIX(?:_[A-Z0-9_]+)?|SYSROOT|TARGET_[A-Z]+)(?(1)\})")
 
 
 def smoke_environment(cfg, dist_name):
@@ -27,11 +29,16 @@ def smoke_environment(cfg, dist_name):
            "LD_LIBRARY_PATH": HOSTILE_LD_LIBRARY_PATH}
     for d in chain:
         env[prefix_variable(d.name)] = d.prefix
+    if cross.cross_target(cfg, dist_name):
+        # what its build was told (tasks/model/cross.py): where the target's files are
+        env.update({k: v for k, v in cross.target_environment(cfg, dist_name).items()
+                    if k != "KERNEL_ARCH"})
     return env
 
 
 def expand(command, env):
-    """$PREFIX and $PREFIX_<DIST> replaced by their values, also inside quotes: smoke
+    """$PREFIX and $PREFIX_<DIST> (and a cross toolchain's $SYSROOT, $TARGET_*) replaced by
+    their values, also inside quotes: smoke
     commands like `env -i $PREFIX/bin/bash -c '... $PREFIX/bin ...'` mean the prefix."""
     return _VAR.sub(lambda m: env.get(m.group(2), m.group(0)), command)
 
