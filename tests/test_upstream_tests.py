@@ -107,6 +107,16 @@ def test_suite_runs_on_a_rebuild_and_reruns_only_when_its_inputs_change(tmp_path
     assert run.returncode != 0 and "the last run failed" in run.err
 
 
+def test_a_suite_in_a_fresh_cache_first_builds_the_whole_distribution(tmp_path):
+    """The suite sees the whole distribution at $PREFIX: `doit test:demo/counter` as the
+    first command of a cache builds `plain` too (counter does not depend on it), instead
+    of mounting an output that does not exist yet."""
+    proj = _project(tmp_path)
+    run = run_doit(proj.root / "config.yaml", "test:demo/counter", check=True)
+    assert set(run.ran("build:")) == {"build:demo/counter", "build:demo/plain"}
+    assert run.ran("test:") == ["test:demo/counter"] and _result(proj)["passed"] is True
+
+
 def test_suite_runs_where_configure_wrote_the_makefiles():
     def recipe(**fields):
         return dict({"build": "autotools", "out_of_tree": True}, **fields)

@@ -170,7 +170,9 @@ def tasks():
                    f"{comp.recipe.version}",
             "actions": [(run_test, [comp])],
             "uptodate": [_uptodate(comp)],
-            "task_dep": [comp.task],
+            # the suite sees the whole distribution at $PREFIX, not only what the
+            # component's build mounts: every output of it must be there
+            "task_dep": [comp.task, f"assemble:{comp.dist.name}"],
             "clean": [(_clean, [comp])],
         }
 
