@@ -120,6 +120,13 @@ def test_changelog_entries_newer_than_the_shipped_version():
     # an epoch on Debian's side only
     epoch = [("1:" + v, c) for v, c in entries]
     assert [v for v, _ in fixes_since(epoch, "1.0", "1:1.0-3")] == ["1:1.0-3", "1:1.0-2"]
+    # "+really": zlib 1.3.1 is Debian's 1:1.3.dfsg+really1.3.1, which dpkg orders after
+    # 1:1.3.dfsg-2 (its CVE fix is older than the release shipped, not newer)
+    zlib = [("1:1.3.dfsg+really1.3.1-1+deb13u1", ["CVE-2026-0001"]),
+            ("1:1.3.dfsg+really1.3.1-1", []), ("1:1.3.dfsg-2", ["CVE-2023-45853"])]
+    assert upstream_of("1:1.3.dfsg+really1.3.1-1") == "1.3.1"
+    assert fixes_since(zlib, "1.3.1", "1:1.3.dfsg+really1.3.1-1+deb13u1") == [
+        ("1:1.3.dfsg+really1.3.1-1+deb13u1", ["CVE-2026-0001"])]
 
 
 # ---------------------------------------------------------------- suites -> deb-src

@@ -88,8 +88,9 @@ _Key = cmp_to_key(compare)     # sort key: Debian versions in dpkg's order
 
 def upstream_of(version):
     """The upstream release a Debian version packages: no epoch, revision or repack mark
-    ('1:1.2.13.dfsg-1' -> '1.2.13', '6.2.1+dfsg1-1.1' -> '6.2.1')."""
-    return REPACK.sub("", split_version(version)[1])
+    ('1:1.2.13.dfsg-1' -> '1.2.13', '6.2.1+dfsg1-1.1' -> '6.2.1'); what follows
+    '+really' is the release really inside ('1:1.3.dfsg+really1.3.1-1' -> '1.3.1')."""
+    return REPACK.sub("", split_version(version)[1].rpartition("+really")[2])
 
 
 def compare_upstream(a, b):
@@ -129,15 +130,15 @@ def changelog_entries(text):
 
 
 def fixes_since(entries, shipped, newest):
-    """The entries newer than the shipped upstream version, up to `newest`: [(version,
-    [CVE IDs])]. The entry that first packaged the shipped upstream release is not one of
-    them (what it lists came with that release); later revisions of it are."""
+    """The entries newer than the shipped upstream version, up to `newest`: [(version, [CVE
+    IDs])]; not the entry that first packaged it (what it lists came with the release)."""
+    same = [v for v, _ in entries if upstream_of(v) == upstream_of(shipped)]
+    if same:        # Debian packaged the release shipped: what came after its first packaging
+        first = min(same, key=_Key)
+        return [(v, c) for v, c in entries if compare(v, first) > 0 and compare(v, newest) <= 0]
     epoch = split_version(newest)[0]
     base = f"{epoch}:{shipped}" if epoch else shipped
-    counted = [(v, c) for v, c in entries if compare(v, base) > 0 and compare(v, newest) <= 0]
-    same = [v for v, _ in entries if upstream_of(v) == upstream_of(base) and compare(v, base) > 0]
-    first = min(same, key=_Key) if same else None
-    return [(v, c) for v, c in counted if v != first]
+    return [(v, c) for v, c in entries if compare(v, base) > 0 and compare(v, newest) <= 0]
 
 
 def read_changelog(path):
