@@ -9,6 +9,7 @@ import os
 import pytest
 
 from fixtures import FixtureProject
+from test_platforms import _load
 from tasks.build.key import component_key
 from tasks.core.elf import ElfInfo
 from tasks.core.errors import UserError
@@ -30,14 +31,6 @@ def _project(tmp_path, toolchains=("tc",)):
         proj.add_distribution("app2", ["hello"], toolchain=toolchains[1])
     proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
     return proj
-
-
-def _load(config):
-    os.environ["DAPPDEPS_CONFIG"] = str(config)
-    try:
-        return load_config()
-    finally:
-        del os.environ["DAPPDEPS_CONFIG"]
 
 
 def test_a_cross_toolchain_is_told_its_target_and_it_is_in_its_key(tmp_path):
