@@ -164,3 +164,86 @@ def test_the_platform_table():
     assert PLATFORMS["linux/amd64"].loader == "ld-linux-x86-64.so.2"
     assert native("aarch64") == "linux/arm64" and native("x86_64") == "linux/amd64"
     assert native("riscv64") is None
+
+
+def test_per_platform_fields_replace_the_recipes_own_for_that_platform_only(tmp_path):
+    """A recipe's per_platform fields (the toolchain's: the loader it names) are used by
+    its builds for that platform; the native script and key do not see them, so adding
+    them changes no amd64 key."""
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    config = dict(platforms=["linux/amd64", "linux/arm64"], cross={"linux/arm64": "xtc"})
+    before = _native_view(_load(proj.write_config(**config)))
+    tool = dict(proj.recipes["tool"])
+    tool["environment"] = {"TOOL_LOADER": "ld-linux-x86-64.so.2"}
+    tool["per_platform"] = {"linux/arm64": {
+        "environment": {"TOOL_LOADER": "ld-linux-aarch64.so.1"},
+        "configure": ["--disable-nls", "--with-arm64"],
+        "smoke": ["$PREFIX/bin/tool --arm64"]}}
+    proj.write_recipe({**tool, "per_platform": {}})
+    plain = _native_view(_load(proj.write_config(**config)))
+    proj.write_recipe(tool)
+    cfg = _load(proj.write_config(**config))
+    assert _native_view(cfg) == plain
+    assert plain["build:core/tool"] != before["build:core/tool"]   # its own environment
+    native_tool = cross.component(cfg, "core", "tool")
+    native_script = native_tool.script({s.id: s.primary for s in native_tool.recipe.sources})
+    assert 'export TOOL_LOADER="ld-linux-x86-64.so.2"' in native_script
+    assert "--with-arm64" not in native_script and native_tool.recipe.smoke == ()
+    arm_tool = cross.component(cfg.for_platform("linux/arm64"), "core", "tool")
+    script = arm_tool.script({s.id: s.primary for s in arm_tool.recipe.sources})
+    assert 'export TOOL_LOADER="ld-linux-aarch64.so.1"' in script
+    assert ('"--build=x86_64-linux-gnu" "--host=aarch64-linux-gnu" "--disable-nls" '
+            '"--with-arm64"') in script
+    assert cfg.for_platform("linux/arm64").recipes["tool"].smoke == ("$PREFIX/bin/tool --arm64",)
+
+
+def test_per_platform_is_not_inherited(tmp_path):
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    tool = dict(proj.recipes["tool"], per_platform={"linux/arm64": {"configure": ["--arm"]}})
+    proj.write_recipe(tool)
+    proj.write_recipe({"name": "tool2", "inherit": "tool"})
+    proj.distributions["core"]["components"].append("tool2")
+    cfg = _load(proj.write_config(platforms=["linux/amd64", "linux/arm64"],
+                                  cross={"linux/arm64": "xtc"}))
+    arm = cfg.for_platform("linux/arm64")
+    assert arm.recipes["tool"]["configure"] == ["--arm"]
+    assert arm.recipes["tool2"]["configure"] == ["--disable-nls"]
+
+
+@pytest.mark.parametrize("over, field, words", [
+    ({"linux/riscv64": {"configure": []}}, "per_platform.linux/riscv64",
+     "'linux/riscv64' is not a platform"),
+    ({"linux/arm64": {"version": "2.0"}}, "per_platform.linux/arm64.version",
+     "cannot differ per platform"),
+    ({"linux/arm64": {"sources": []}}, "per_platform.linux/arm64.sources",
+     "cannot differ per platform"),
+    ({"linux/arm64": {"environment": {"PATH": "/x"}}}, "per_platform.linux/arm64.environment.PATH",
+     "set by dappdeps"),
+    ({"linux/arm64": {"configure": "--x"}}, "per_platform.linux/arm64.configure", "expected"),
+    ({"linux/arm64": "--x"}, "per_platform.linux/arm64", "expected"),
+])
+def test_per_platform_is_checked_when_loading(tmp_path, over, field, words):
+    proj = _project(tmp_path)
+    proj.write_recipe(dict(proj.recipes["tool"], per_platform=over))
+    with pytest.raises(UserError) as caught:
+        _load(proj.write_config())
+    text = caught.value.render()
+    assert field in text and words in text, text
+
+
+def test_a_foreign_build_runs_no_program_of_its_own_platform(tmp_path):
+    """The prefixes' bin/ (arm64 programs) are not in a foreign build's PATH: only the
+    cross toolchain's and the build root's."""
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    cfg = _load(proj.write_config(platforms=["linux/amd64", "linux/arm64"],
+                                  cross={"linux/arm64": "xtc"}))
+    native_path = cross.component(cfg, "app", "hello").environment()["PATH"].split(":")
+    path = cross.component(cfg.for_platform("linux/arm64"), "app", "hello").environment()["PATH"]
+    xtc = cfg.distributions["xtc"].prefix
+    assert path.split(":")[0] == f"{xtc}/bin"
+    assert native_path[0] == f"{cfg.distributions['app'].prefix}/bin"
+    assert [p for p in path.split(":")[1:] if p.startswith(proj.prefix_root)] == []
+    assert path.split(":")[1:] == [p for p in native_path if not p.startswith(proj.prefix_root)]

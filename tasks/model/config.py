@@ -68,7 +68,9 @@ class Config:
         platform is not the build machine's. The native platform's view is this object."""
         if platform_table.suffix(platform, self.native_platform) == "":
             return self
-        return dataclasses.replace(self, platform=platform)
+        # each recipe with its per_platform fields for it (tasks/model/recipes.py)
+        recipes = {name: r.for_platform(platform) for name, r in self.recipes.items()}
+        return dataclasses.replace(self, platform=platform, recipes=recipes)
 
     def tag(self, dist_name=None):
         """'' (native, or a cross toolchain: it runs on the build machine) or '@arm64'."""
@@ -168,14 +170,16 @@ def load_config(repo_root="."):
     apply_environment(data)
     root = path.parent
     cache = _cache_folder(root, data, shown)
-    recipes = load_recipes(root / data["recipes_dir"])
+    native = platform_table.native() or "linux/amd64"
+    recipes = {name: r.for_platform(native)
+               for name, r in load_recipes(root / data["recipes_dir"]).items()}
     dists = _distributions(data, recipes, shown)
     cfg = Config(
         path=path, root=root, data=data, cache=cache,
         recipes_dir=(root / data["recipes_dir"]).resolve(), prefix_root=data["prefix_root"].rstrip("/"),
         jobs=data["jobs"], mirrors=tuple(data["mirrors"]), download=data["download"],
         distributions=dists, recipes=recipes, source_date_epoch=data["source_date_epoch"],
-        native_platform=platform_table.native() or "linux/amd64", cross=dict(data["cross"]))
+        native_platform=native, cross=dict(data["cross"]))
     _check_platforms(cfg, shown)
     cfg.sources = _sources(recipes, dists)
     cfg.buildroot_dir = (_checked_folder(root, data["buildroot"]["dir"], shown, "buildroot.dir")

@@ -140,8 +140,13 @@ class ForeignComponent(Component):
         toolchain = (self.cfg.distributions[self.dist.toolchain] if self.dist.toolchain
                      else self.dist)
         own = [self.dist.prefix] + [self.cfg.distributions[d].prefix for d in self.used_dists]
-        path = env["PATH"].split(":")
-        path.insert(1, f"{self.cross_dist.prefix}/bin")
+        # The prefixes' bin/ hold programs of the target (bash, sed, as ... for arm64):
+        # a build must not run them (binfmt_misc would hand them to qemu, so the output
+        # would depend on the host's emulation, and a build tool would be an arm64 one).
+        # The cross compiler and the build root's tools are what a build runs.
+        ours = self.cfg.prefix_root + "/"
+        path = [f"{self.cross_dist.prefix}/bin"] + [p for p in env["PATH"].split(":")
+                                                    if not p.startswith(ours)]
         env.update({
             "PATH": ":".join(path),
             "DAPPDEPS_PLATFORM": target.name,

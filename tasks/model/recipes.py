@@ -4,15 +4,18 @@ A recipe says what is special about a component (sources, options, smoke tests);
 every generic step (download, verify, extract, patch, configure/make/install)
 is done once by the framework.
 """
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.core.errors import UserError, cut
 from tasks.core.yamlload import load_yaml
+from tasks.model.platforms import platform_check
 from tasks.model.schema import (FILE_RE, Field, Schema, debian_check, env_key_check,
                                 file_name_check, name_check, pattern_check,
-                                relative_path_check, sha256_check, version_check)
+                                relative_path_check, sha256_check, validate_value,
+                                version_check)
 
 
 def location_check(value):
@@ -152,7 +155,15 @@ RECIPE = Schema({
     "script": Field(str, default=""),
     "test": Field(str, default="", expect="shell that runs the upstream test suite"),
     "smoke": Field(list, default=list, item=Field(str)),
+    # platform -> build fields that replace the recipe's own when building for it
+    # (e.g. the toolchain's, which name the amd64 loader); validated below (OVERRIDABLE)
+    "per_platform": Field(dict, default=dict, keys=platform_check, item=Field(dict)),
 }, "recipe")
+
+# What `per_platform` may replace: how the component is built and checked, never what it
+# is (name, version, sources, depends): those are the same on every platform.
+OVERRIDABLE = ("environment", "out_of_tree", "pre_configure", "configure", "make", "install",
+               "post_install", "script", "test", "smoke")
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,16 @@ class Recipe:
     def __getitem__(self, key):
         return self.data[key]
 
+    def for_platform(self, platform):
+        """The recipe as a build for `platform` (e.g. linux/arm64) sees it: its
+        `per_platform` fields for that platform replace its own. Itself when it has none,
+        so a platform without overrides renders byte-identical scripts (the same keys)."""
+        over = self.data["per_platform"].get(platform)
+        if not over:
+            return self
+        data = {**self.data, **over}
+        return dataclasses.replace(self, data=data, smoke=tuple(data["smoke"]))
+
 
 def read_yaml(path):
     """Every data file goes through tasks/core/yamlload.py (duplicate keys, size, ...)."""
@@ -255,7 +276,9 @@ def _merged(name, raw, stack):
         cycle = " -> ".join(stack + (name, parent))
         raise UserError(f"inheritance cycle: {cycle}.", path, "inherit")
     base = _merged(parent, raw, stack + (name,))
-    for key in ("name", "inherit"):
+    # per_platform is not inherited: a recipe built from another (cross-glibc from
+    # glibc) builds something else, and says itself what differs per platform
+    for key in ("name", "inherit", "per_platform"):
         base.pop(key, None)
     base.update(data)
     return base
@@ -291,6 +314,7 @@ def _build_recipe(name, raw, recipes_dir, stack):
             raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
         patches.append(patch)
     debian_patches = _debian_patches(data["debian_patches"], sources, path)
+    data["per_platform"] = _per_platform(data, path)
     if data["build"] == "script" and not data["script"].strip():
         raise UserError("is empty but build is 'script'.", path, "script",
                         "Write the build commands there, or use build: autotools.")
@@ -310,6 +334,29 @@ def _build_recipe(name, raw, recipes_dir, stack):
         patches=tuple(patches), debian_source=data["debian_patches"]["source"],
         debian_patches=debian_patches, depends=tuple(data["depends"]),
         replaces=tuple(data["replaces"]), license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))
+
+
+def _per_platform(data, path):
+    """Each platform's overrides, validated like the recipe's own fields; only the keys
+    given are kept (they replace the recipe's)."""
+    out = {}
+    for platform, over in data["per_platform"].items():
+        where = f"per_platform.{platform}"
+        unknown = sorted(k for k in over if k not in OVERRIDABLE)
+        if unknown:
+            raise UserError(f"'{cut(str(unknown[0]))}' cannot differ per platform.", path,
+                            f"{where}.{unknown[0]}",
+                            f"Keys that can: {', '.join(OVERRIDABLE)}.")
+        out[platform] = {}
+        for key, value in over.items():
+            spec = RECIPE.fields[key]
+            default = spec.default() if callable(spec.default) else spec.default
+            out[platform][key] = (default if value is None else
+                                  validate_value(spec, value, path, f"{where}.{key}"))
+        build = out[platform].get("script", data["script"])
+        if data["build"] == "script" and not build.strip():
+            raise UserError("is empty but build is 'script'.", path, f"{where}.script")
+    return out
 
 
 def _debian_patches(spec, sources, path):
