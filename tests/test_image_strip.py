@@ -233,3 +233,44 @@ def test_image_task_strips_by_default_and_stamps_the_strip_version(stage, capsys
     assert not stale.is_current() and "strip changed" in stale.why()
     assert stage_images.export(off, "st", "st") is True
     assert "not stripped" in capsys.readouterr().out
+
+
+AARCH64_START = """\
+    .globl _start
+    .text
+local_label_kept_in_symtab:
+_start:
+    mov x8, #93
+    mov x0, #0
+    svc #0
+"""
+AARCH64_TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-strip")
+
+
+def test_another_platforms_image_is_stripped_by_its_strip(built, tmp_path):
+    """An arm64 export (strip_tool: a cross toolchain's strip and EM_AARCH64) strips the
+    aarch64 programs, with their symbols, and leaves the host's programs alone."""
+    missing = [t for t in AARCH64_TOOLS if not shutil.which(t)]
+    assert not missing, f"{missing} missing: apt-get install binutils-aarch64-linux-gnu (./setup)"
+    (tmp_path / "start.s").write_text(AARCH64_START)
+    subprocess.run(["aarch64-linux-gnu-as", "-o", tmp_path / "start.o", tmp_path / "start.s"],
+                   check=True)
+    subprocess.run(["aarch64-linux-gnu-ld", "-o", tmp_path / "exit0", tmp_path / "start.o"],
+                   check=True)
+    assert ".symtab" in elf_sections(tmp_path / "exit0")
+    manifest = make_stage(tmp_path / "cache", "st", "1.0", {"c": {
+        "bin/exit0": ("copy", str(tmp_path / "exit0"), 0o755),
+        "bin/hello": ("copy", str(built / "hello"), 0o755)}})
+    tool = shutil.which("aarch64-linux-gnu-strip")
+    result = export(manifest, tmp_path / "out" / "st-1.0-arm64.tar", strip=True,
+                    platform="linux/arm64", strip_tool=(tool, (64, True, "EM_AARCH64")))
+    layer = layer_files(tmp_path / "out" / "st-1.0-arm64.tar", result)
+    shipped = tmp_path / "exit0-shipped"
+    shipped.write_bytes(layer["bin/exit0"][1])
+    assert ".symtab" not in elf_sections(shipped)
+    assert elf.ident(shipped) == elf.ident(tmp_path / "exit0")
+    assert len(layer["bin/exit0"][1]) < (tmp_path / "exit0").stat().st_size
+    assert layer["bin/hello"][1] == (tree(manifest) / "bin/hello").read_bytes()  # not its machine
+    stripped = result["stripped"]
+    assert stripped["files"] == 1 and stripped["failed"] == []
+    assert stripped["tool"] == strip.strip_version(tool) != ""

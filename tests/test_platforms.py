@@ -179,7 +179,8 @@ def test_per_platform_fields_replace_the_recipes_own_for_that_platform_only(tmp_
     tool["per_platform"] = {"linux/arm64": {
         "environment": {"TOOL_LOADER": "ld-linux-aarch64.so.1"},
         "configure": ["--disable-nls", "--with-arm64"],
-        "smoke": ["$PREFIX/bin/tool --arm64"]}}
+        "smoke": ["$PREFIX/bin/tool --arm64"],
+        "append": {"make": ["V=1"], "post_install": "echo arm64 > $PREFIX/machine\n"}}}
     proj.write_recipe({**tool, "per_platform": {}})
     plain = _native_view(_load(proj.write_config(**config)))
     proj.write_recipe(tool)
@@ -196,6 +197,9 @@ def test_per_platform_fields_replace_the_recipes_own_for_that_platform_only(tmp_
     assert ('"--build=x86_64-linux-gnu" "--host=aarch64-linux-gnu" "--disable-nls" '
             '"--with-arm64"') in script
     assert cfg.for_platform("linux/arm64").recipes["tool"].smoke == ("$PREFIX/bin/tool --arm64",)
+    assert 'make -j"$JOBS" "PREFIX=$PREFIX" "V=1"\n' in script
+    assert 'make -j"$JOBS" "PREFIX=$PREFIX"\n' in native_script
+    assert script.endswith("echo arm64 > $PREFIX/machine\n") and "machine" not in native_script
 
 
 def test_per_platform_is_not_inherited(tmp_path):
@@ -223,6 +227,10 @@ def test_per_platform_is_not_inherited(tmp_path):
      "set by dappdeps"),
     ({"linux/arm64": {"configure": "--x"}}, "per_platform.linux/arm64.configure", "expected"),
     ({"linux/arm64": "--x"}, "per_platform.linux/arm64", "expected"),
+    ({"linux/arm64": {"append": {"environment": {"A": "b"}}}},
+     "per_platform.linux/arm64.append.environment", "cannot be appended to"),
+    ({"linux/arm64": {"append": ["x"]}}, "per_platform.linux/arm64.append", "expected a mapping"),
+    ({"linux/arm64": {"append": {"make": "x"}}}, "per_platform.linux/arm64.append.make", "expected"),
 ])
 def test_per_platform_is_checked_when_loading(tmp_path, over, field, words):
     proj = _project(tmp_path)
@@ -247,3 +255,15 @@ def test_a_foreign_build_runs_no_program_of_its_own_platform(tmp_path):
     assert native_path[0] == f"{cfg.distributions['app'].prefix}/bin"
     assert [p for p in path.split(":")[1:] if p.startswith(proj.prefix_root)] == []
     assert path.split(":")[1:] == [p for p in native_path if not p.startswith(proj.prefix_root)]
+
+
+def test_a_configure_of_its_own_gets_no_build_and_host(tmp_path):
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    proj.write_recipe(dict(proj.recipes["tool"], autoconf=False))
+    cfg = _load(proj.write_config(platforms=["linux/amd64", "linux/arm64"],
+                                  cross={"linux/arm64": "xtc"}))
+    tool = cross.component(cfg.for_platform("linux/arm64"), "core", "tool")
+    script = tool.script({s.id: s.primary for s in tool.recipe.sources})
+    assert '"$SRCDIR/configure" --prefix="$PREFIX" "--disable-nls"' in script
+    assert "--host=" not in script and tool.environment()["CC"].endswith("aarch64-linux-gnu-gcc")

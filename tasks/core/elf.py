@@ -88,11 +88,17 @@ def host():
     return _HOST["host"]
 
 
-def is_host_program(path):
-    """True for a host-architecture ELF executable or shared object (ET_EXEC/ET_DYN)."""
+def is_program(path, machine):
+    """True for an ELF executable or shared object (ET_EXEC/ET_DYN) of `machine`:
+    (elfclass, little_endian, e_machine) as host() gives it."""
     found = ident(path)
     return bool(found) and found.type in EXECUTABLE_TYPES and \
-        (found.elfclass, found.little_endian, found.machine) == host()
+        (found.elfclass, found.little_endian, found.machine) == tuple(machine)
+
+
+def is_host_program(path):
+    """True for a host-architecture ELF executable or shared object (ET_EXEC/ET_DYN)."""
+    return is_program(path, host())
 
 
 def read(path):

@@ -91,8 +91,8 @@ def target_environment(cfg, dist_name):
 
 
 def cross_recipe(recipe, build, host):
-    """The recipe with --build/--host first among its configure words (autotools only)."""
-    if recipe["build"] != "autotools":
+    """The recipe with --build/--host first among its configure words (autoconf only)."""
+    if recipe["build"] != "autotools" or not recipe["autoconf"]:
         return recipe
     words = [f"--build={build.triplet}", f"--host={host.triplet}"] + list(recipe["configure"])
     return dataclasses.replace(recipe, data={**recipe.data, "configure": words})

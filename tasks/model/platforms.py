@@ -28,6 +28,7 @@ class Platform:
     kernel_arch: str        # linux's ARCH= for `make headers`
     qemu: str               # binfmt_misc entry and Debian's qemu-user-static program
     uname: tuple            # what `uname -m` says on it (platform.machine())
+    little_endian: bool = True   # byte order of its ELF files (both known ones: little)
 
 
 PLATFORMS = {p.name: p for p in (

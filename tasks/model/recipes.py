@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tasks.core.errors import UserError, cut
 from tasks.core.yamlload import load_yaml
+from tasks.model import perplatform
 from tasks.model.platforms import platform_check
 from tasks.model.schema import (FILE_RE, Field, Schema, debian_check, env_key_check,
                                 file_name_check, name_check, pattern_check,
-                                relative_path_check, sha256_check, validate_value,
-                                version_check)
+                                relative_path_check, sha256_check, version_check)
 
 
 def location_check(value):
@@ -147,6 +147,9 @@ RECIPE = Schema({
                    check=lambda v: None if v in BUILD_SYSTEMS else
                    f"'{v}' is not a build system: use one of {', '.join(BUILD_SYSTEMS)}."),
     "out_of_tree": Field(bool, default=True),
+    # autotools: configure is autoconf's, so a cross build passes it --build/--host
+    # (tasks/model/cross.py); false for a configure of its own (zlib's rejects them)
+    "autoconf": Field(bool, default=True),
     "configure": Field(list, default=list, item=Field(str)),
     "make": Field(list, default=list, item=Field(str)),
     "install": Field(list, default=list, item=Field(str)),
@@ -155,16 +158,10 @@ RECIPE = Schema({
     "script": Field(str, default=""),
     "test": Field(str, default="", expect="shell that runs the upstream test suite"),
     "smoke": Field(list, default=list, item=Field(str)),
-    # platform -> build fields that replace the recipe's own when building for it
-    # (e.g. the toolchain's, which name the amd64 loader); validated below (OVERRIDABLE)
+    # platform -> build fields that replace (or `append` to) the recipe's own when
+    # building for it (e.g. the toolchain's, which name the amd64 loader): perplatform.py
     "per_platform": Field(dict, default=dict, keys=platform_check, item=Field(dict)),
 }, "recipe")
-
-# What `per_platform` may replace: how the component is built and checked, never what it
-# is (name, version, sources, depends): those are the same on every platform.
-OVERRIDABLE = ("environment", "out_of_tree", "pre_configure", "configure", "make", "install",
-               "post_install", "script", "test", "smoke")
-
 
 @dataclass(frozen=True)
 class Alternative:
@@ -220,13 +217,12 @@ class Recipe:
         return self.data[key]
 
     def for_platform(self, platform):
-        """The recipe as a build for `platform` (e.g. linux/arm64) sees it: its
-        `per_platform` fields for that platform replace its own. Itself when it has none,
-        so a platform without overrides renders byte-identical scripts (the same keys)."""
-        over = self.data["per_platform"].get(platform)
-        if not over:
+        """The recipe as a build for `platform` (e.g. linux/arm64) sees it, its
+        `per_platform` fields applied (tasks/model/perplatform.py). Itself when it has
+        none, so a platform without them renders byte-identical scripts (the same keys)."""
+        data = perplatform.apply(self.data, platform)
+        if data is None:
             return self
-        data = {**self.data, **over}
         return dataclasses.replace(self, data=data, smoke=tuple(data["smoke"]))
 
 
@@ -314,7 +310,7 @@ def _build_recipe(name, raw, recipes_dir, stack):
             raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
         patches.append(patch)
     debian_patches = _debian_patches(data["debian_patches"], sources, path)
-    data["per_platform"] = _per_platform(data, path)
+    data["per_platform"] = perplatform.validate(data, path, RECIPE.fields)
     if data["build"] == "script" and not data["script"].strip():
         raise UserError("is empty but build is 'script'.", path, "script",
                         "Write the build commands there, or use build: autotools.")
@@ -334,29 +330,6 @@ def _build_recipe(name, raw, recipes_dir, stack):
         patches=tuple(patches), debian_source=data["debian_patches"]["source"],
         debian_patches=debian_patches, depends=tuple(data["depends"]),
         replaces=tuple(data["replaces"]), license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))
-
-
-def _per_platform(data, path):
-    """Each platform's overrides, validated like the recipe's own fields; only the keys
-    given are kept (they replace the recipe's)."""
-    out = {}
-    for platform, over in data["per_platform"].items():
-        where = f"per_platform.{platform}"
-        unknown = sorted(k for k in over if k not in OVERRIDABLE)
-        if unknown:
-            raise UserError(f"'{cut(str(unknown[0]))}' cannot differ per platform.", path,
-                            f"{where}.{unknown[0]}",
-                            f"Keys that can: {', '.join(OVERRIDABLE)}.")
-        out[platform] = {}
-        for key, value in over.items():
-            spec = RECIPE.fields[key]
-            default = spec.default() if callable(spec.default) else spec.default
-            out[platform][key] = (default if value is None else
-                                  validate_value(spec, value, path, f"{where}.{key}"))
-        build = out[platform].get("script", data["script"])
-        if data["build"] == "script" and not build.strip():
-            raise UserError("is empty but build is 'script'.", path, f"{where}.script")
-    return out
 
 
 def _debian_patches(spec, sources, path):

@@ -160,7 +160,7 @@ def normalized_name(repository, tag):
 # ---- export ------------------------------------------------------------------------
 def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("**",),
                  exclude=(), source_date_epoch=0, labels=None, title=None, fsync=True,
-                 strip=False, setuid=(), platform=None):
+                 strip=False, setuid=(), platform=None, strip_tool=None):
     """Write out_tar (docker-archive + OCI layout) and, next to it, <stem>.json and
     <stem>.digest. Returns the result dict (also the content of <stem>.json).
 
@@ -179,6 +179,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     platform       "linux/arm64": the platform the tree was built for (the config's
                    architecture/os and the index's platform); None: the host's, as
                    before platforms existed (same bytes)
+    strip_tool     (strip program, ELF machine) for another platform's tree (its cross
+                   toolchain's strip); None: the host's strip and machine
     """
     manifest_path = Path(manifest_path)
     out_tar = Path(out_tar)
@@ -218,7 +220,7 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     stripper = None
     tmp = out_tar.with_name(f".{out_tar.name}.tmp{unique_suffix()}")
     try:
-        stripper = Stripper(strip_dir) if strip else None
+        stripper = Stripper(strip_dir, *(strip_tool or ())) if strip else None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             result = _write_image(fd, doc, entries, stage_dir, prefix, repository, tag, epoch,

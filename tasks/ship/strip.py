@@ -2,9 +2,10 @@
 
 Like Buildroot's target vs staging: cache/stage keeps the unstripped trees (debug info
 for whoever debugs), the image gets stripped copies of the ELF executables and shared
-libraries. Only ET_EXEC/ET_DYN of the host's machine: object files, kernel modules
-(ET_REL) and static archives (not ELF) need their symbols for linking, and the host's
-strip may not understand another architecture.
+libraries. Only ET_EXEC/ET_DYN of the image's machine: object files, kernel modules
+(ET_REL) and static archives (not ELF) need their symbols for linking. The host's strip
+understands only the host's machine: another platform's image is stripped by its cross
+toolchain's strip (tasks/stages/image.py).
 """
 import os
 import shutil
@@ -31,11 +32,12 @@ def strip_tool():
     return tool
 
 
-def strip_version():
+def strip_version(tool=None):
     """First line of `strip --version` ("" without strip): an input of the image stamps,
-    since another binutils may strip differently and must re-export."""
-    if "version" not in _HOST:
-        tool = shutil.which("strip")
+    since another binutils may strip differently and must re-export. tool: another
+    platform's strip (a cross toolchain's), else the host's."""
+    tool = tool or shutil.which("strip")
+    if tool not in _HOST:
         line = ""
         if tool:
             try:
@@ -44,8 +46,8 @@ def strip_version():
                 line = out.splitlines()[0].strip() if out else ""
             except (OSError, subprocess.SubprocessError):
                 line = ""
-        _HOST["version"] = line
-    return _HOST["version"]
+        _HOST[tool] = line
+    return _HOST[tool]
 
 
 class Stripper:
@@ -58,9 +60,12 @@ class Stripper:
     file is prepared once: image.py writes its other paths as hard link members of the
     stripped one, never as second stripped copies."""
 
-    def __init__(self, workdir):
-        self.tool = strip_tool()
-        self.version = strip_version()
+    def __init__(self, workdir, tool=None, machine=None):
+        """tool, machine: another platform's strip and its ELF machine (elfclass,
+        little_endian, e_machine); by default the host's strip and machine."""
+        self.tool = tool or strip_tool()
+        self.version = strip_version(self.tool)
+        self.machine = machine or elf.host()
         self.tmpdir = Path(tempfile.mkdtemp(prefix=".strip-", dir=workdir))
         self.count = 0
         self.saved = 0
@@ -73,7 +78,7 @@ class Stripper:
                 return src, size            # stream.file() reports the changed tree
         except OSError:
             return src, size                # stream.file() reports the missing file
-        if not elf.is_host_program(src):
+        if not elf.is_program(src, self.machine):
             return src, size
         self._n += 1
         out = self.tmpdir / f"{self._n}"

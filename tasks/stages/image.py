@@ -16,6 +16,7 @@ config.yaml, all optional (engine: is a mapping of strings):
     source: https://example.org/dappdeps   # label org.opencontainers.image.source
 """
 import hashlib
+import json
 
 from tasks.build import verify
 from tasks.core import code
@@ -61,6 +62,28 @@ def export_platform(view, dist):
     return view.platform if view.tag(dist.name) else None
 
 
+def strip_tool(view, dist):
+    """None: the host's strip, for the build machine's platform. Another platform's image
+    is stripped by its cross toolchain's <triplet>-strip (a program of the build machine,
+    run from its stage tree; cross-aarch64's are static) for that platform's ELF machine."""
+    if export_platform(view, dist) is None:
+        return None
+    from tasks.core.errors import UserError
+    target, cross = view.target(), view.cross[view.platform]
+    rel = f"bin/{target.triplet}-strip"
+    try:
+        entries = json.loads(view.assembled_manifest(cross).read_text())["entries"]
+    except (OSError, ValueError, KeyError):
+        entries = []
+    owner = next((e["component"] for e in entries if e["path"] == rel), None)
+    tool = view.tree_of(cross, owner) / rel if owner else None
+    if tool is None or not tool.is_file():
+        raise UserError(f"the {view.platform} image of {dist.name} is stripped by {rel} of the "
+                        f"cross toolchain {cross}, which is not built here.",
+                        hint=f"Run doit assemble:{cross}, or set strip: false for the image.")
+    return str(tool), (target.elf_class, target.little_endian, target.elf_machine)
+
+
 def multi_platform(dist):
     """True when the image is an index over several platforms' exports."""
     return len(dist.platforms) > 1
@@ -80,7 +103,9 @@ def image_stamp(cfg, dist, name, spec):
     platforms = {}
     if multi_platform(dist):
         platforms = {"platforms": {p: _digest_of(_manifest_path(view, dist))
-                                   for p, view, _paths in exports(cfg, dist, name)}}
+                                   for p, view, _paths in exports(cfg, dist, name)},
+                     "strip_tools": {p: _strip_version(view, dist, spec)
+                                     for p, view, _paths in exports(cfg, dist, name)}}
     return Stamp(image_paths(cfg.cache, name, dist.version)["stamp"], {
         **platforms,
         "manifest": digest,
@@ -97,6 +122,19 @@ def image_stamp(cfg, dist, name, spec):
         # another binutils may strip differently: its version is an input too
         "strip": strip_version() if spec.get("strip", True) else False,
     })
+
+
+def _strip_version(view, dist, spec):
+    """The version of the strip an export of `view`'s platform runs (None: it is not built
+    yet, so the export cannot be up to date)."""
+    if not spec.get("strip", True):
+        return False
+    from tasks.core.errors import UserError
+    try:
+        tool = strip_tool(view, dist)
+    except UserError:
+        return None
+    return strip_version(tool[0] if tool else None)
 
 
 def export(cfg, dist_name, name):
@@ -128,7 +166,9 @@ def export(cfg, dist_name, name):
                                   source_date_epoch=cfg.source_date_epoch,
                                   labels=_labels(cfg, dist), title=name,
                                   strip=spec.get("strip", True), setuid=dist.setuid,
-                                  platform=export_platform(view, dist))
+                                  platform=export_platform(view, dist),
+                                  strip_tool=(strip_tool(view, dist)
+                                              if spec.get("strip", True) else None))
             results[platform] = result
             native = native or (result if export_platform(view, dist) is None else None)
             _said(name + ("" if len(todo) == 1 else f" [{platform}]"), spec, paths, result)
@@ -208,6 +248,9 @@ def tasks():
             targets.append(str(index_paths(project.cache, name, dist.version)["index"]))
         toolchains = [f"assemble:{view.label(dist.toolchain)}" for _p, view, _paths in todo] \
             if dist.setuid and dist.toolchain else []
+        # another platform's export is stripped by its cross toolchain's strip
+        strippers = [f"assemble:{view.cross[p]}" for p, view, _paths in todo
+                     if export_platform(view, dist) and spec.get("strip", True)]
         yield {
             "name": name,
             "doc": f"{spec['repository']}:{dist.version} ({dist.prefix})"
@@ -217,7 +260,7 @@ def tasks():
                                         lambda d=dist, n=name, s=spec: image_stamp(project, d, n, s))],
             # the loader probe of a distribution with setuid files reads its toolchain's
             "task_dep": [f"assemble:{view.label(dist.name)}" for _p, view, _paths in todo]
-                        + toolchains,
+                        + toolchains + list(dict.fromkeys(strippers)),
             "targets": targets,
             "clean": [(_clean, [project, dist.name, name])],
             "verbosity": 2,
