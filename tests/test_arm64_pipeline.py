@@ -203,10 +203,14 @@ def test_image_exports_each_platform_and_the_index(pipeline):
 def test_legal_files_per_platform(pipeline):
     proj, _config, run = pipeline
     images = proj.cache / "images"
-    for stem in ("bb-1.0", "bb-1.0-arm64"):
+    for stem, platform in (("bb-1.0", "linux/amd64"), ("bb-1.0-arm64", ARM64)):
         result = json.loads((images / f"{stem}.json").read_text())
         sbom = json.loads((images / f"{stem}.cdx.json").read_text())
-        assert result["digest"] in json.dumps(sbom["metadata"]["component"])
+        top = sbom["metadata"]["component"]
+        assert result["digest"] in json.dumps(top)
+        # which export of the index it describes
+        assert {"name": "dappdeps:platform", "value": platform} in top["properties"]
+        assert f"arch={platform.split('/')[1]}" in top["purl"]
         assert (images / f"{stem}.legal/licenses/busybox-1.0/COPYING").is_file()
     assert "legal:bb: 1 components" in run.out
     assert "legal:bb [linux/arm64]: 1 components" in run.out

@@ -28,7 +28,8 @@ def _license_factory():
 def build_sbom(image, comps, recipes, epoch, license_dirs):
     """CycloneDX JSON text (spec 1.6) of one image.
 
-    image: {name, repository, version, distribution, prefix, digest, id}
+    image: {name, repository, version, distribution, prefix, digest, id}, and platform
+           (linux/arm64) for one export of an image of several platforms
     comps: image_components() output; recipes: {name: Recipe}
     license_dirs: {component: [paths relative to the legal folder]}
     Deterministic: serial number derived from the image, timestamp = SOURCE_DATE_EPOCH."""
@@ -48,9 +49,11 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
     repo_name = image["repository"].rsplit("/", 1)[-1]
     purl = None
     if image.get("digest"):
+        qualifiers = {"repository_url": image["repository"], "tag": image["version"]}
+        if image.get("platform"):       # the purl spec's oci `arch` qualifier
+            qualifiers["arch"] = image["platform"].split("/", 1)[1]
         purl = PackageURL(type="oci", name=repo_name, version=image["digest"],
-                          qualifiers={"repository_url": image["repository"],
-                                      "tag": image["version"]})
+                          qualifiers=qualifiers)
     top = Component(
         type=ComponentType.CONTAINER, name=image["repository"], version=image["version"],
         bom_ref=f"image:{image['name']}", purl=purl,
@@ -59,7 +62,8 @@ def build_sbom(image, comps, recipes, epoch, license_dirs):
         properties=[Property(name=k, value=str(v)) for k, v in (
             ("dappdeps:image", image["name"]), ("dappdeps:distribution", image["distribution"]),
             ("dappdeps:prefix", image["prefix"]), ("dappdeps:image-id", image.get("id") or ""),
-            ("dappdeps:manifest-digest", image.get("digest") or "")) if v])
+            ("dappdeps:manifest-digest", image.get("digest") or ""),
+            ("dappdeps:platform", image.get("platform") or "")) if v])
     bom.metadata.component = top
     by_name = {}
     for comp in comps:

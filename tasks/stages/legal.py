@@ -25,7 +25,7 @@ from tasks.model.stamp import REASONS, Stamp
 from tasks.ship.image import platform_suffix, read_result
 from tasks.ship.legal_info import image_components, legal_paths, write_legal_folder
 from tasks.ship.sbom import SBOM_SPEC, build_sbom, validate_sbom
-from tasks.stages.image import export_platform, exports
+from tasks.stages.image import export_platform, exports, multi_platform
 
 # Bump when the files written here change for the same inputs.
 
@@ -77,6 +77,8 @@ def _write_one(cfg, dist, name, label, paths, image_files):
     image = {"name": name, "repository": spec["repository"], "version": dist.version,
              "distribution": dist.name, "prefix": dist.prefix, "digest": result.get("digest"),
              "id": result.get("id"), "sbom": str(paths["sbom"])}
+    if multi_platform(dist):    # which of the index's images this SBOM describes
+        image["platform"] = cfg.platform or cfg.native_platform
     folder = paths["folder"]
     # unique to this process and thread; a killed run's are swept by the next
     # (build/leftovers.py), and two runs take the task's lock (stages.guarded)
