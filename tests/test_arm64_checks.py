@@ -9,7 +9,7 @@ from conftest import run_doit
 from fixtures import FixtureProject
 from foreignbin import busybox_arm64
 from tasks.model.platforms import PLATFORMS
-from tasks.verify import emulation
+from tasks.core import emulation
 
 SMOKE = "$PREFIX/bin/busybox sh -c 'test \"$($PREFIX/bin/busybox uname -m)\" = aarch64'"
 
@@ -77,3 +77,17 @@ def test_check_host_says_whether_arm64_programs_run_here(tmp_path):
     run = run_doit(config, "check-host", check=True)
     assert ("check-host: linux/arm64 programs run here: binfmt_misc qemu-aarch64 -> "
             "/usr/libexec/qemu-binfmt/aarch64-binfmt-P (flags PF)") in run.out, run.text
+
+
+def test_the_emulator_identity_is_its_entry_and_program(tmp_path):
+    """identity(): what an `emulated` build has in its key (the qemu program's sha256)."""
+    qemu = tmp_path / "qemu-aarch64-static"
+    qemu.write_bytes(b"not really qemu\n")
+    (tmp_path / "status").write_text("enabled\n")
+    entry = tmp_path / "qemu-aarch64"
+    entry.write_text(f"enabled\ninterpreter {qemu}\nflags: OCF\n")
+    arm64 = PLATFORMS["linux/arm64"]
+    assert emulation.identity(arm64, root=tmp_path) == (
+        "qemu-aarch64 qemu-aarch64-static "
+        "sha256:" + hashlib.sha256(b"not really qemu\n").hexdigest())
+    assert emulation.identity(arm64, root=tmp_path / "unmounted") is None

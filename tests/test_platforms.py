@@ -267,3 +267,27 @@ def test_a_configure_of_its_own_gets_no_build_and_host(tmp_path):
     script = tool.script({s.id: s.primary for s in tool.recipe.sources})
     assert '"$SRCDIR/configure" --prefix="$PREFIX" "--disable-nls"' in script
     assert "--host=" not in script and tool.environment()["CC"].endswith("aarch64-linux-gnu-gcc")
+
+
+def test_an_emulated_build_has_the_emulator_in_its_key_and_needs_it(tmp_path, monkeypatch):
+    """emulated: true (per platform): the build runs its platform's programs (under
+    qemu-user); the emulator's identity is in its environment, so in its key, and the
+    build refuses to start where they do not run."""
+    from tasks.core import emulation
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    proj.write_recipe(dict(proj.recipes["tool"], per_platform={"linux/arm64": {"emulated": True}}))
+    cfg = _load(proj.write_config(platforms=["linux/amd64", "linux/arm64"],
+                                  cross={"linux/arm64": "xtc"}))
+    arm = cfg.for_platform("linux/arm64")
+    tool, hello = cross.component(arm, "core", "tool"), cross.component(arm, "app", "hello")
+    expected = emulation.identity(PLATFORMS["linux/arm64"]) or "none"
+    assert tool.environment()["DAPPDEPS_EMULATOR"] == expected
+    assert "DAPPDEPS_EMULATOR" not in hello.environment()
+    assert "DAPPDEPS_EMULATOR" not in cross.component(cfg, "core", "tool").environment()
+    monkeypatch.setattr(emulation, "problem", lambda platform, root=None:
+                        "no binfmt_misc entry qemu-aarch64 for linux/arm64 programs.")
+    refusal = cross.preflight(tool)
+    assert refusal.startswith("build:core/tool@arm64 runs linux/arm64 programs while it builds")
+    assert "emulated: true" in refusal and "no binfmt_misc entry qemu-aarch64" in refusal
+    assert cross.preflight(hello) is None and cross.preflight(cross.component(cfg, "core", "tool")) is None

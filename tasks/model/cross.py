@@ -30,7 +30,7 @@ linker every program it links asks for).
 import dataclasses
 from functools import cached_property
 
-from tasks.core import code
+from tasks.core import code, emulation
 from tasks.core.errors import UserError
 from tasks.model.component import Component
 from tasks.model.platforms import PLATFORMS
@@ -50,6 +50,17 @@ def component(cfg, dist_name, recipe_name):
     if cfg.tag(dist_name) == "":
         return Component(cfg, dist_name, recipe_name)
     return ForeignComponent(cfg, dist_name, recipe_name)
+
+
+def preflight(comp):
+    """None, or why `comp`'s build cannot run on this machine: a build for another
+    platform that runs its programs (recipe `emulated`) where they do not run."""
+    if not isinstance(comp, ForeignComponent) or not comp.recipe["emulated"]:
+        return None
+    found = emulation.problem(comp.platform)
+    return None if found is None else (
+        f"{comp.task} runs {comp.platform.name} programs while it builds (its recipe says "
+        f"emulated: true), and they do not run here: {found}")
 
 
 def cross_target(cfg, dist_name):
@@ -161,6 +172,9 @@ class ForeignComponent(Component):
         # also without `toolchain:` (the toolchain distribution itself): its recipes set
         # their own CC in `environment`, which the script exports after this
         env.update({var: tools + tool for var, tool in TOOLS.items()})
+        if self.recipe["emulated"]:
+            # what runs its platform's programs while it builds (None: nothing here)
+            env["DAPPDEPS_EMULATOR"] = emulation.identity(target) or "none"
         if "LDFLAGS" in env:
             # tasks/model/flags.py spells the native loader (it stays byte-identical, so
             # the native keys stay); a foreign program needs its platform's

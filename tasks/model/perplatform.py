@@ -17,7 +17,7 @@ from tasks.core.errors import UserError, cut
 from tasks.model.schema import validate_value
 
 # what `per_platform.<platform>` may replace
-OVERRIDABLE = ("environment", "out_of_tree", "pre_configure", "configure", "make", "install",
+OVERRIDABLE = ("emulated", "environment", "out_of_tree", "pre_configure", "configure", "make", "install",
                "post_install", "script", "test", "smoke")
 # ... and what its `append` may extend, after the recipe's own
 APPENDABLE = ("pre_configure", "configure", "make", "install", "post_install", "script",

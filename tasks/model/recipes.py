@@ -133,6 +133,9 @@ RECIPE = Schema({
     "replaces": Field(list, default=list, item=Field(str, check=name_check)),
     "environment": Field(dict, default=dict, item=Field(str), keys=env_key_check),
     "network": Field(bool, default=False),
+    # a build for another platform runs that platform's programs (its own python3) under
+    # qemu-user through binfmt_misc: checked before it starts, the emulator in its key
+    "emulated": Field(bool, default=False),
     # wall-clock limits in seconds: a hung configure or test suite must not block a nightly
     "timeout": Field(int, default=4 * 3600, check=lambda v: None if 1 <= v <= 48 * 3600 else
                      "must be between 1 and 172800 seconds.",

@@ -8,6 +8,7 @@ from doit.exceptions import TaskFailed
 from tasks.build import builder, leftovers, stagedir
 from tasks.build.key import component_key
 from tasks.core.log import say
+from tasks.model import cross
 from tasks.model.cross import component
 from tasks.model.project import project
 from tasks.model.stamp import REASONS, uptodate_check
@@ -30,6 +31,10 @@ def make(comp):
     """The build:<dist>/<component> action: the cache first, the builder second. The
     outputs the build mounts are held shared (stagedir.using) from the first key to the
     push: a run replacing one of them waits until this build is published and pushed."""
+    refusal = cross.preflight(comp)
+    if refusal:
+        say(refusal)
+        return TaskFailed(refusal)
     with stagedir.locked(comp) as waited, \
             stagedir.using(comp.cfg, builder.inputs(comp), comp.task):
         stamp = component_key(comp)

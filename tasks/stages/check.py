@@ -27,7 +27,8 @@ from tasks.core import code
 from tasks.core.log import echo
 from tasks.model.project import project
 from tasks.model.stamp import Stamp, uptodate_check
-from tasks.verify import emulation, loader
+from tasks.core import emulation
+from tasks.verify import loader
 from tasks.verify.audit import audit
 from tasks.verify.smoke import run_smoke, smoke_tests
 

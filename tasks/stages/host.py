@@ -9,7 +9,7 @@ import shutil
 from tasks.core.log import echo
 from tasks.model.platforms import PLATFORMS
 from tasks.model.project import project
-from tasks.verify import emulation
+from tasks.core import emulation
 
 # tool -> Debian package. Builds run in the build root (tasks/build/buildroot.py), not
 # on the host's tools: the host needs Linux, Python, bubblewrap and util-linux's unshare

@@ -7,6 +7,8 @@ That works inside the empty root only with the F (fix-binary) flag: the kernel o
 interpreter when it is registered, so no emulator is needed inside the sandbox. `./setup`
 registers it (docs/toolchain.md, "Checks without arm64 hardware").
 """
+import functools
+import hashlib
 from pathlib import Path
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
@@ -60,3 +62,20 @@ def summary(platform, root=BINFMT):
         return (f"{platform.name} programs run here: binfmt_misc {platform.qemu} -> "
                 f"{entry['interpreter']} (flags {entry['flags']})")
     return f"{platform.name} programs do not run here: {found}"
+
+
+@functools.lru_cache(maxsize=None)
+def identity(platform, root=BINFMT):
+    """What runs `platform`'s programs here, as a build input: the binfmt_misc entry and
+    the sha256 of its interpreter's program (qemu-aarch64-static). None when they do not
+    run here (problem() says why). A build that runs them (recipe `emulated`) has it in
+    its key: another emulator may behave otherwise."""
+    if problem(platform, root) is not None:
+        return None
+    entry = registration(platform.qemu, root)
+    program = Path(entry["interpreter"]).resolve()
+    try:
+        digest = hashlib.sha256(program.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return f"{platform.qemu} {program.name} sha256:{digest}"
