@@ -222,6 +222,12 @@ def test_per_platform_is_not_inherited(tmp_path):
     ({"linux/arm64": {"version": "2.0"}}, "per_platform.linux/arm64.version",
      "cannot differ per platform"),
     ({"linux/arm64": {"sources": []}}, "per_platform.linux/arm64.sources",
+     "is empty; a recipe needs at least one source"),
+    ({"linux/arm64": {"sources": [{"file": "a.whl", "sha256": "0" * 64}]}},
+     "per_platform.linux/arm64.sources[0].urls", "has no locations"),
+    ({"linux/arm64": {"license": "MIT"}}, "per_platform.linux/arm64.license",
+     "cannot differ per platform"),
+    ({"linux/arm64": {"depends": []}}, "per_platform.linux/arm64.depends",
      "cannot differ per platform"),
     ({"linux/arm64": {"environment": {"PATH": "/x"}}}, "per_platform.linux/arm64.environment.PATH",
      "set by dappdeps"),
@@ -291,3 +297,26 @@ def test_an_emulated_build_has_the_emulator_in_its_key_and_needs_it(tmp_path, mo
     assert refusal.startswith("build:core/tool@arm64 runs linux/arm64 programs while it builds")
     assert "emulated: true" in refusal and "no binfmt_misc entry qemu-aarch64" in refusal
     assert cross.preflight(hello) is None and cross.preflight(cross.component(cfg, "core", "tool")) is None
+
+
+def test_per_platform_sources_are_fetched_and_keyed_for_their_platform(tmp_path):
+    """A prebuilt file per machine (a wheel): the arm64 build takes its own source, the
+    fetch tasks know both, the amd64 key and script keep the recipe's own."""
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    config = dict(platforms=["linux/amd64", "linux/arm64"], cross={"linux/arm64": "xtc"})
+    before = _native_view(_load(proj.write_config(**config)))
+    sha = proj.add_package("tool-arm64", "1.0", {"configure": "#!/bin/sh\n"})
+    arm_source = {"file": "tool-arm64-1.0.tar.gz", "sha256": sha,
+                  "urls": [f"{proj.base_url}/tool-arm64-1.0.tar.gz"]}
+    proj.write_recipe(dict(proj.recipes["tool"], per_platform={"linux/arm64": {
+        "sources": [arm_source], "license_files": ["COPYING.arm64"]}}))
+    cfg = _load(proj.write_config(**config))
+    assert _native_view(cfg) == before
+    assert {"tool-1.0.tar.gz", "tool-arm64-1.0.tar.gz"} <= set(cfg.sources)
+    arm_tool = cross.component(cfg.for_platform("linux/arm64"), "core", "tool")
+    assert [s.id for s in arm_tool.recipe.sources] == ["tool-arm64-1.0.tar.gz"]
+    assert arm_tool.recipe.license_files == ("COPYING.arm64",)
+    assert component_key(arm_tool).inputs["sources"][0]["sha256"] == sha
+    run = run_doit(proj.write_config(**config), "list", "--all", "--quiet", check=True)
+    assert "fetch:tool-arm64-1.0.tar.gz" in run.out.split()

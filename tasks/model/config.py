@@ -379,11 +379,12 @@ def _distribution(name, dist, raw, recipes, prefix_root, path, raw_platforms):
 
 def _sources(recipes, dists):
     """Every source used by a distribution's component, by id; one file, one checksum."""
-    used = {c for d in dists.values() for c in d.components}
+    # each recipe as each platform it is built for sees it (per_platform sources)
+    used = {(c, p) for d in dists.values() for c in d.components for p in d.platforms or ("",)}
     by_file = {}
     out = {}
-    for name in sorted(used):
-        recipe = recipes[name]
+    for name, platform in sorted(used):
+        recipe = recipes[name].for_platform(platform) if platform else recipes[name]
         for src in recipe.sources:
             for alt in src.alternatives:
                 prev = by_file.get(alt.file)

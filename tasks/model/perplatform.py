@@ -10,23 +10,25 @@ for linux/arm64 they say what to use instead.
             sed -i ... Makefile
 
 Only how a component is built and checked can differ, never what it is (name, version,
-sources, depends): those are the same on every platform. Validated when the recipe
-loads, like the recipe's own fields.
+depends, license): those are the same on every platform. Its sources can differ where
+upstream publishes the same release per machine (PyPI's prebuilt wheels). Validated when
+the recipe loads, like the recipe's own fields.
 """
 from tasks.core.errors import UserError, cut
 from tasks.model.schema import validate_value
 
-# what `per_platform.<platform>` may replace
-OVERRIDABLE = ("emulated", "environment", "out_of_tree", "pre_configure", "configure", "make", "install",
+# what `per_platform.<platform>` may replace; `sources` and `license_files` for what is
+# the same release built by others per platform (a prebuilt wheel: one file per machine)
+OVERRIDABLE = ("sources", "license_files", "emulated", "environment", "out_of_tree", "pre_configure", "configure", "make", "install",
                "post_install", "script", "test", "smoke")
 # ... and what its `append` may extend, after the recipe's own
 APPENDABLE = ("pre_configure", "configure", "make", "install", "post_install", "script",
               "smoke")
 
 
-def validate(data, path, fields):
-    """Each platform's fields, validated against the recipe's `fields` (its Schema's);
-    only the keys given are kept."""
+def validate(data, path, fields, source_check):
+    """Each platform's fields, validated against the recipe's `fields` (its Schema's)
+    and `source_check` (sources, path, field); only the keys given are kept."""
     out = {}
     for platform, over in data["per_platform"].items():
         where = f"per_platform.{platform}"
@@ -40,6 +42,8 @@ def validate(data, path, fields):
         if extra:
             checked["append"] = {key: _value(fields[key], value, path, f"{where}.append.{key}")
                                  for key, value in extra.items()}
+        if "sources" in checked:
+            source_check(checked["sources"], path, f"{where}.sources")
         script = checked.get("script", data["script"]) + checked.get("append", {}).get("script", "")
         if data["build"] == "script" and not script.strip():
             raise UserError("is empty but build is 'script'.", path, f"{where}.script")

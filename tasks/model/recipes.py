@@ -226,7 +226,9 @@ class Recipe:
         data = perplatform.apply(self.data, platform)
         if data is None:
             return self
-        return dataclasses.replace(self, data=data, smoke=tuple(data["smoke"]))
+        return dataclasses.replace(self, data=data, smoke=tuple(data["smoke"]),
+                                   sources=source_objects(data["sources"], self.path),
+                                   license_files=tuple(data["license_files"]))
 
 
 def read_yaml(path):
@@ -288,19 +290,7 @@ def _build_recipe(name, raw, recipes_dir, stack):
     merged = _merged(name, raw, stack)
     merged.setdefault("name", name)
     data = RECIPE.validate(merged, path)
-    sources = []
-    for i, src in enumerate(data["sources"]):
-        first = Alternative(src["file"], src["sha256"], tuple(src["urls"]), src["inner"], src["fixup"])
-        alts = [first] + [Alternative(a["file"], a["sha256"], tuple(a["urls"]), a["inner"], a["fixup"])
-                          for a in src["alternatives"]]
-        for j, alt in enumerate(alts):
-            if not alt.urls:
-                where = f"sources[{i}]" + (f".alternatives[{j - 1}]" if j else "")
-                raise UserError("has no locations.", path, f"{where}.urls",
-                                "List at least one URL or debian:<package> location.")
-        sources.append(Source(tuple(alts), src["dest"], src["extract"]))
-    if not sources:
-        raise UserError("is empty; a recipe needs at least one source.", path, "sources")
+    sources = source_objects(data["sources"], path)
     patches = []
     inside = recipes_dir.resolve()
     for i, rel in enumerate(data["patches"]):
@@ -313,7 +303,7 @@ def _build_recipe(name, raw, recipes_dir, stack):
             raise UserError(f"patch '{rel}' does not exist (looked at {patch}).", path, f"patches[{i}]")
         patches.append(patch)
     debian_patches = _debian_patches(data["debian_patches"], sources, path)
-    data["per_platform"] = perplatform.validate(data, path, RECIPE.fields)
+    data["per_platform"] = perplatform.validate(data, path, RECIPE.fields, source_objects)
     if data["build"] == "script" and not data["script"].strip():
         raise UserError("is empty but build is 'script'.", path, "script",
                         "Write the build commands there, or use build: autotools.")
@@ -329,10 +319,27 @@ def _build_recipe(name, raw, recipes_dir, stack):
                             f"a component it depends on.", path, f"replaces[{i}]")
     return Recipe(
         name=name, version=data["version"], description=data["description"],
-        license=data["license"], path=path, data=data, sources=tuple(sources),
+        license=data["license"], path=path, data=data, sources=sources,
         patches=tuple(patches), debian_source=data["debian_patches"]["source"],
         debian_patches=debian_patches, depends=tuple(data["depends"]),
         replaces=tuple(data["replaces"]), license_files=tuple(data["license_files"]), smoke=tuple(data["smoke"]))
+
+
+def source_objects(specs, path, field="sources"):
+    """The validated `sources` field as Source tuples; each alternative needs a location."""
+    sources = []
+    for i, src in enumerate(specs):
+        alts = [Alternative(a["file"], a["sha256"], tuple(a["urls"]), a["inner"], a["fixup"])
+                for a in [src] + src["alternatives"]]
+        for j, alt in enumerate(alts):
+            if not alt.urls:
+                where = f"{field}[{i}]" + (f".alternatives[{j - 1}]" if j else "")
+                raise UserError("has no locations.", path, f"{where}.urls",
+                                "List at least one URL or debian:<package> location.")
+        sources.append(Source(tuple(alts), src["dest"], src["extract"]))
+    if not sources:
+        raise UserError("is empty; a recipe needs at least one source.", path, field)
+    return tuple(sources)
 
 
 def _debian_patches(spec, sources, path):
