@@ -228,6 +228,13 @@ def test_rsync_overall_results():
     fmt, counts, failed = suite_counts.parse(log)
     assert fmt == "rsync" and (counts["pass"], counts["fail"], counts["skip"]) == (40, 1, 4)
     assert failed == ["xattrs-hlink"]
+    # rsync 3.5's runtests.py names each test on a PASS / FAIL / SKIP line
+    log = ("PASS    alt-dest\nFAIL    daemon-gzip-upload\nSKIP    acls (ACLs disabled)\n"
+           "------------------------------------------------------------\n"
+           "----- overall results:\n      1 passed\n      1 failed\n      1 skipped\n")
+    fmt, counts, failed = suite_counts.parse(log)
+    assert fmt == "rsync" and (counts["pass"], counts["fail"], counts["skip"]) == (1, 1, 1)
+    assert failed == ["daemon-gzip-upload"]
 
 
 def test_two_harnesses_in_one_package_are_summed():

@@ -152,7 +152,8 @@ def _gawk(lines):
 
 
 def _rsync(lines):
-    """rsync's runtests.sh: '----- overall results:' then '  37 passed', '  5 skipped'."""
+    """rsync's runner ('----- overall results:' then '  37 passed', '  5 skipped'); the
+    failed tests: 'FAIL    name' (3.4's runtests.py) or '----- name failed' (runtests.sh)."""
     try:
         start = max(i for i, line in enumerate(lines) if "overall results:" in line)
     except ValueError:
@@ -164,7 +165,8 @@ def _rsync(lines):
             key = {"passed": "pass", "failed": "fail", "skipped": "skip"}[match[2]]
             _add(counts, key, int(match[1]))
             _add(counts, "total", int(match[1]))
-    failed = [m.group(1) for m in (re.match(r"^----- (\S+) failed", l) for l in lines) if m]
+    failed = [m.group(1) or m.group(2) for m in
+              (re.match(r"^(?:----- (\S+) failed|FAIL\s+(\S+)\s*$)", l) for l in lines) if m]
     return counts, failed
 
 
