@@ -28,7 +28,9 @@ import shutil
 import signal
 import subprocess
 
-from tasks.core import elf, files
+from pathlib import Path
+
+from tasks.core import elf, emulation, files
 
 NOBODY = 65534
 # From Qualys' advisory (2023-10-03): the string that makes parse_tunables() run past
@@ -37,6 +39,8 @@ TUNABLES = "glibc.malloc.mxfast=glibc.malloc.mxfast=A"
 FILLER = "%08192x" % 1
 MISSING_PRELOAD = "/nonexistent/dappdeps-probe.so"
 LOADER_PATTERN = "lib/ld-linux*.so*"
+# where another platform's probe puts the host's qemu-user program in its root
+EMULATOR_INSIDE = "/.dappdeps-probe/qemu-user"
 TIMEOUT = 60
 
 
@@ -44,11 +48,12 @@ class ProbeError(Exception):
     """The probe could not run, or did not reach secure mode: it proves nothing."""
 
 
-def run_probe(root, program, args=("--version",), uid=NOBODY, log=None):
+def run_probe(root, program, args=("--version",), uid=NOBODY, log=None, emulator=None):
     """Run `program` (an absolute path inside `root`, setuid root there) as `uid` in a
     chroot at `root`: the control run, then the tunables run. Returns a result mapping:
-    vulnerable (bool), status of each run, and a one-line verdict."""
-    argv = [program, *args]
+    vulnerable (bool), status of each run, and a one-line verdict. emulator: a qemu-user
+    program inside `root`, setuid root there, that runs `program` (another platform's)."""
+    argv = ([emulator] if emulator else []) + [program, *args]
 
     def enter():
         # In the child, between fork and exec: no host program runs with the probe's
@@ -100,7 +105,8 @@ def run_probe(root, program, args=("--version",), uid=NOBODY, log=None):
 
 def make_root(root, placed):
     """A fresh root folder holding `placed` ({absolute path inside: host file}), owned by
-    root; the first entry is the program, made setuid root (4755)."""
+    root; the first entry is what the kernel runs (the program, or its emulator), made
+    setuid root (4755)."""
     files.force_rmtree(root)
     root.mkdir(parents=True)
     os.chmod(root, 0o755)
@@ -179,13 +185,39 @@ def probe_distribution(cfg, dist_name, scratch, log):
         raise ProbeError(f"no program in {cfg.distributions[owner].prefix}/bin uses {loader} "
                          "with only the libraries beside it: nothing to probe the loader with")
     program = next(iter(placed))
+    placed = _with_link_names(tree, loader, placed)
+    emulator = _emulator(cfg, owner)
+    if emulator:
+        # Another platform's program runs under qemu-user. binfmt_misc would start qemu
+        # with qemu's credentials (Debian registers it without the C flag), so no secure
+        # mode: the probe runs qemu itself setuid root instead. The kernel then starts
+        # qemu in secure mode, and qemu hands AT_SECURE on to the guest's loader, as the
+        # kernel would on that machine. The control run proves that it arrived.
+        placed = {EMULATOR_INSIDE: emulator, **placed}
     root = scratch / "loader-root"
     try:
-        make_root(root, _with_link_names(tree, loader, placed))
-        result = run_probe(root, program, log=log)
+        make_root(root, placed)
+        result = run_probe(root, program, log=log, emulator=EMULATOR_INSIDE if emulator else None)
     finally:
         files.force_rmtree(root)
-    return dict(result, loader=loader, program=program, distribution=owner)
+    return dict(result, loader=loader, program=program, distribution=owner,
+                **({"emulator": str(emulator)} if emulator else {}))
+
+
+def _emulator(cfg, owner):
+    """The host's qemu-user program for the platform of `cfg`'s view when `owner` is built
+    for another platform than the build machine's; None for the build machine's."""
+    if not cfg.tag(owner):
+        return None
+    target = cfg.target()
+    found = emulation.problem(target)
+    if found is not None:
+        raise ProbeError(f"{target.name} programs do not run here: {found}")
+    program = Path(emulation.registration(target.qemu)["interpreter"]).resolve()
+    if not elf.is_host_program(program) or elf.read(program).interp:
+        raise ProbeError(f"the binfmt_misc interpreter of {target.name}, {program}, is not a "
+                         "static program of this machine (Debian's qemu-user-static is)")
+    return program
 
 
 def _with_link_names(tree, loader, placed):
