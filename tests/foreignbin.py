@@ -1,4 +1,5 @@
-"""A real program of another platform for the tests: Debian's busybox-static for arm64,
+"""Real programs of another platform for the tests: Debian's busybox-static for arm64
+(and any other arm64 package, arm64_package),
 of the host's Debian release (so the host's busybox names the same applets:
 enginefixture.busybox_files), fetched with `apt-get download` through a private apt state
 (its own sources, lists, cache and status under .test-foreign/<release>/, architecture
@@ -27,6 +28,21 @@ def busybox_arm64():
     out = ROOT / "arm64" / "busybox"
     if out.is_file():
         return out
+    unpacked = arm64_package("busybox-static")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # /bin/busybox up to bookworm, /usr/bin/busybox since trixie (merged /usr)
+    (found,) = [p for p in (unpacked / "bin/busybox", unpacked / "usr/bin/busybox")
+                if p.is_file() and not p.is_symlink()]
+    shutil.copy2(found, out)
+    return out
+
+
+def arm64_package(package):
+    """The files of Debian's `package`:arm64 (the host's release), unpacked once under
+    .test-foreign/<release>/unpacked/<package>."""
+    unpacked = ROOT / "unpacked" / package
+    if (unpacked / ".done").is_file():
+        return unpacked
     template = host_archives().get("debian")
     assert template, "the host's apt sources name no /debian archive to read arm64 from"
     uri = template[2]
@@ -46,15 +62,11 @@ def busybox_arm64():
             "-o", "APT::Architectures::=arm64", "-o", "APT::Sandbox::User=root",
             "-o", "Acquire::Languages=none", "-q"]
     subprocess.run(["apt-get", *opts, "update"], check=True, capture_output=True)
-    subprocess.run(["apt-get", *opts, "download", "busybox-static:arm64"], check=True,
+    subprocess.run(["apt-get", *opts, "download", f"{package}:arm64"], check=True,
                    capture_output=True, cwd=apt / "debs")
-    deb = next((apt / "debs").glob("busybox-static_*_arm64.deb"))
-    unpacked = apt / "unpacked"
+    deb = next((apt / "debs").glob(f"{package}_*_arm64.deb"))
     shutil.rmtree(unpacked, ignore_errors=True)
+    unpacked.mkdir(parents=True)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # /bin/busybox up to bookworm, /usr/bin/busybox since trixie (merged /usr)
-    (found,) = [p for p in (unpacked / "bin/busybox", unpacked / "usr/bin/busybox")
-                if p.is_file() and not p.is_symlink()]
-    shutil.copy2(found, out)
-    return out
+    (unpacked / ".done").touch()
+    return unpacked

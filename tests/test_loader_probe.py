@@ -83,3 +83,48 @@ def test_a_failing_program_is_an_error_not_a_verdict(tmp_path):
     root = host_root(tmp_path)
     with pytest.raises(loader.ProbeError, match="failed in the probe's root"):
         loader.run_probe(root, "/usr/bin/iconv", args=("--no-such-option",))
+
+
+# ---- another platform's loader, under qemu-user -------------------------------------
+ARM64_LOADER = "/lib/ld-linux-aarch64.so.1"
+ARM64_LIBC = "/lib/aarch64-linux-gnu/libc.so.6"
+
+
+def arm64_root(tmp_path, setuid_emulator=True):
+    """Debian's arm64 iconv, libc and loader (the host's release, fixed) and the host's
+    qemu-aarch64, placed as the probe places another platform's program."""
+    from foreignbin import arm64_package
+    from tasks.core import emulation
+    from tasks.model.platforms import PLATFORMS
+    arm64 = PLATFORMS["linux/arm64"]
+    assert emulation.problem(arm64) is None, emulation.problem(arm64)
+    qemu = os.path.realpath(emulation.registration(arm64.qemu)["interpreter"])
+    libc6, libc_bin = arm64_package("libc6"), arm64_package("libc-bin")
+    placed = {loader.EMULATOR_INSIDE: qemu, "/usr/bin/iconv": libc_bin / "usr/bin/iconv",
+              ARM64_LIBC: os.path.realpath(libc6 / ARM64_LIBC.lstrip("/")),
+              ARM64_LOADER: os.path.realpath(libc6 / ARM64_LOADER.lstrip("/"))}
+    root = tmp_path / "root"
+    loader.make_root(root, placed)
+    if not setuid_emulator:
+        os.chmod(root / loader.EMULATOR_INSIDE.lstrip("/"), 0o755)
+    return root
+
+
+def test_another_platforms_loader_is_probed_in_secure_mode_under_qemu(tmp_path):
+    """qemu-user, setuid root in the probe's root, hands AT_SECURE on to the arm64
+    loader: the control run proves secure mode, Debian's fixed arm64 glibc passes."""
+    root = arm64_root(tmp_path)
+    log = tmp_path / "probe.log"
+    result = loader.run_probe(root, "/usr/bin/iconv", log=log, emulator=loader.EMULATOR_INSIDE)
+    assert result["vulnerable"] is False, result
+    text = log.read_text()
+    assert "[loader probe, control]" in text and "[loader probe, GLIBC_TUNABLES]" in text
+    assert "cannot be preloaded" not in text and "iconv (Debian GLIBC" in text
+
+
+def test_another_platform_without_a_setuid_emulator_proves_nothing(tmp_path):
+    """binfmt_misc's way (qemu with its own credentials): no secure mode, no verdict."""
+    root = arm64_root(tmp_path, setuid_emulator=False)
+    with pytest.raises(loader.ProbeError) as caught:
+        loader.run_probe(root, "/usr/bin/iconv", emulator=loader.EMULATOR_INSIDE)
+    assert "did not run in secure mode" in str(caught.value)
