@@ -320,3 +320,19 @@ def test_per_platform_sources_are_fetched_and_keyed_for_their_platform(tmp_path)
     assert component_key(arm_tool).inputs["sources"][0]["sha256"] == sha
     run = run_doit(proj.write_config(**config), "list", "--all", "--quiet", check=True)
     assert "fetch:tool-arm64-1.0.tar.gz" in run.out.split()
+
+
+def test_each_platform_sees_only_its_own_per_platform_fields(tmp_path):
+    """The native view is resolved when loading; a foreign view starts again from the
+    recipe's own fields, never from the native one's (and never applies them twice)."""
+    proj = _project(tmp_path)
+    proj.add_distribution("xtc", ["xgcc"], platforms=["linux/amd64"])
+    proj.write_recipe(dict(proj.recipes["tool"], per_platform={
+        NATIVE: {"append": {"configure": ["--native-only"]}}}))
+    cfg = _load(proj.write_config(platforms=["linux/amd64", "linux/arm64"],
+                                  cross={"linux/arm64": "xtc"}))
+    assert cfg.recipes["tool"]["configure"] == ["--disable-nls", "--native-only"]
+    assert cfg.recipes["tool"].for_platform(NATIVE)["configure"] == ["--disable-nls", "--native-only"]
+    assert cfg.for_platform("linux/arm64").recipes["tool"]["configure"] == ["--disable-nls"]
+    assert cross.component(cfg.for_platform("linux/arm64"), "core", "tool").recipe["configure"] \
+        == ["--build=x86_64-linux-gnu", "--host=aarch64-linux-gnu", "--disable-nls"]

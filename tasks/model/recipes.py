@@ -215,6 +215,7 @@ class Recipe:
     license_files: tuple = ()
     smoke: tuple = ()
     extra: dict = field(default_factory=dict)
+    plain: dict = None            # the fields before for_platform applied per_platform
 
     def __getitem__(self, key):
         return self.data[key]
@@ -223,10 +224,13 @@ class Recipe:
         """The recipe as a build for `platform` (e.g. linux/arm64) sees it, its
         `per_platform` fields applied (tasks/model/perplatform.py). Itself when it has
         none, so a platform without them renders byte-identical scripts (the same keys)."""
-        data = perplatform.apply(self.data, platform)
+        plain = self.plain if self.plain is not None else self.data
+        data = perplatform.apply(plain, platform)
         if data is None:
-            return self
-        return dataclasses.replace(self, data=data, smoke=tuple(data["smoke"]),
+            if self.plain is None:
+                return self
+            data = plain        # resolved for another platform before: back to its own
+        return dataclasses.replace(self, data=data, plain=plain, smoke=tuple(data["smoke"]),
                                    sources=source_objects(data["sources"], self.path),
                                    license_files=tuple(data["license_files"]))
 
