@@ -44,25 +44,13 @@ SMOKE = ["$PREFIX/bin/busybox sh -c 'test \"$($PREFIX/bin/busybox uname -m)\" = 
          "\"$($PREFIX/bin/busybox cat $PREFIX/share/machine)\"'",
          "$PREFIX/bin/busybox true"]
 ARM64 = "linux/arm64"
-ARM64_STRIP = "aarch64-linux-gnu-strip"
 
 
 def _project(root, platforms, **config):
     """bb: one component installing the busybox of its platform; xtc: the stand-in cross
-    toolchain (built for amd64): its one component installs the host's aarch64 strip
-    (binutils-aarch64-linux-gnu), which the arm64 image is stripped with."""
+    toolchain (built for amd64, its one component does nothing)."""
     proj = FixtureProject(root)
-    strip = shutil.which(ARM64_STRIP)
-    assert strip, f"{ARM64_STRIP} is missing: apt-get install binutils-aarch64-linux-gnu (./setup)"
-    shutil.copyfile(strip, proj.served / ARM64_STRIP)
-    proj.add_package("xgcc", "1.0", {"Makefile": (
-        f"all:\ninstall:\n\tmkdir -p $(PREFIX)/bin\n"
-        f"\tinstall -m 755 strip/{ARM64_STRIP} $(PREFIX)/bin/{ARM64_STRIP}\n")})
-    proj.recipes["xgcc"]["sources"].append({
-        "file": ARM64_STRIP, "dest": "strip", "extract": False,
-        "sha256": hashlib.sha256((proj.served / ARM64_STRIP).read_bytes()).hexdigest(),
-        "urls": [f"{proj.base_url}/{ARM64_STRIP}"]})
-    proj.write_recipe(proj.recipes["xgcc"])
+    proj.add_package("xgcc", "1.0", {"Makefile": "all:\ninstall:\n"})
     proj.add_package("busybox", "1.0", {"Makefile": MAKEFILE,
                                         "COPYING": "Permission is hereby granted\n"},
                      smoke=SMOKE, license_files=["COPYING"])
@@ -173,11 +161,18 @@ def test_image_exports_each_platform_and_the_index(pipeline):
     stamp = json.loads((images / "bb-1.0.stamp").read_text())
     assert sorted(stamp["inputs"]["platforms"]) == ["linux/amd64", ARM64]
     assert stamp["index"] == digest
-    # the arm64 export is stripped by the cross toolchain's strip (Debian's busybox is
-    # already stripped: nothing gets smaller), the amd64 one by the host's
+    # the arm64 export is stripped by the host's aarch64 strip (Debian's busybox is
+    # already stripped: nothing gets smaller), the amd64 one by the host's strip
     from tasks.ship.strip import strip_version
-    xtc_strip = proj.cache / "stage/xtc/xgcc/tree/bin" / ARM64_STRIP
-    assert arm64["stripped"]["tool"] == strip_version(str(xtc_strip)) != ""
+    arm64_strip = shutil.which("aarch64-linux-gnu-strip")
+    assert arm64_strip, "aarch64-linux-gnu-strip is missing: ./setup installs it"
+    assert arm64["stripped"]["tool"] == strip_version(arm64_strip) != ""
+    from tasks.model.config import load_config
+    from tasks.stages.image import strip_tool
+    cfg = load_config(proj.root)
+    assert strip_tool(cfg.for_platform(ARM64), cfg.distributions["bb"]) == \
+        (arm64_strip, (64, True, "EM_AARCH64"))
+    assert strip_tool(cfg, cfg.distributions["bb"]) is None     # the host's strip
     assert native["stripped"]["tool"] == strip_version()
     assert arm64["stripped"]["files"] == 0 and arm64["stripped"]["failed"] == []
     assert set(stamp["inputs"]["strip_tools"]) == {"linux/amd64", ARM64}

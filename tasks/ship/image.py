@@ -179,8 +179,8 @@ def export_image(manifest_path, stage_dir, out_tar, repository, tag, include=("*
     platform       "linux/arm64": the platform the tree was built for (the config's
                    architecture/os and the index's platform); None: the host's, as
                    before platforms existed (same bytes)
-    strip_tool     (strip program, ELF machine) for another platform's tree (its cross
-                   toolchain's strip); None: the host's strip and machine
+    strip_tool     (strip program, ELF machine) for another platform's tree (the host's
+                   <triplet>-strip); None: the host's strip and machine
     """
     manifest_path = Path(manifest_path)
     out_tar = Path(out_tar)

@@ -4,8 +4,8 @@ Like Buildroot's target vs staging: cache/stage keeps the unstripped trees (debu
 for whoever debugs), the image gets stripped copies of the ELF executables and shared
 libraries. Only ET_EXEC/ET_DYN of the image's machine: object files, kernel modules
 (ET_REL) and static archives (not ELF) need their symbols for linking. The host's strip
-understands only the host's machine: another platform's image is stripped by its cross
-toolchain's strip (tasks/stages/image.py).
+understands only the host's machine: another platform's image is stripped by the host's
+<triplet>-strip (tasks/stages/image.py).
 """
 import os
 import shutil
@@ -35,7 +35,7 @@ def strip_tool():
 def strip_version(tool=None):
     """First line of `strip --version` ("" without strip): an input of the image stamps,
     since another binutils may strip differently and must re-export. tool: another
-    platform's strip (a cross toolchain's), else the host's."""
+    platform's strip (the host's aarch64-linux-gnu-strip), else the host's strip."""
     tool = tool or shutil.which("strip")
     if tool not in _HOST:
         line = ""

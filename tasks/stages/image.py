@@ -16,7 +16,6 @@ config.yaml, all optional (engine: is a mapping of strings):
     source: https://example.org/dappdeps   # label org.opencontainers.image.source
 """
 import hashlib
-import json
 
 from tasks.build import verify
 from tasks.core import code
@@ -64,24 +63,24 @@ def export_platform(view, dist):
 
 def strip_tool(view, dist):
     """None: the host's strip, for the build machine's platform. Another platform's image
-    is stripped by its cross toolchain's <triplet>-strip (a program of the build machine,
-    run from its stage tree; cross-aarch64's are static) for that platform's ELF machine."""
+    is stripped by the host's <triplet>-strip (Debian's binutils-aarch64-linux-gnu, which
+    ./setup installs) for that platform's ELF machine: a host tool, like the host's strip.
+    Never a program of the cross toolchain's stage: that is a build output, and an export
+    runs as root outside the sandbox."""
     if export_platform(view, dist) is None:
         return None
+    import shutil
+
     from tasks.core.errors import UserError
-    target, cross = view.target(), view.cross[view.platform]
-    rel = f"bin/{target.triplet}-strip"
-    try:
-        entries = json.loads(view.assembled_manifest(cross).read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        entries = []
-    owner = next((e["component"] for e in entries if e["path"] == rel), None)
-    tool = view.tree_of(cross, owner) / rel if owner else None
-    if tool is None or not tool.is_file():
-        raise UserError(f"the {view.platform} image of {dist.name} is stripped by {rel} of the "
-                        f"cross toolchain {cross}, which is not built here.",
-                        hint=f"Run doit assemble:{cross}, or set strip: false for the image.")
-    return str(tool), (target.elf_class, target.little_endian, target.elf_machine)
+    target = view.target()
+    name = f"{target.triplet}-strip"
+    tool = shutil.which(name)
+    if tool is None:
+        raise UserError(f"the {view.platform} image of {dist.name} is stripped by {name}, "
+                        "which the host does not have.",
+                        hint=f"apt-get install binutils-{target.triplet} (./setup does), or "
+                             "set strip: false for the image.")
+    return tool, (target.elf_class, target.little_endian, target.elf_machine)
 
 
 def multi_platform(dist):
@@ -248,9 +247,6 @@ def tasks():
             targets.append(str(index_paths(project.cache, name, dist.version)["index"]))
         toolchains = [f"assemble:{view.label(dist.toolchain)}" for _p, view, _paths in todo] \
             if dist.setuid and dist.toolchain else []
-        # another platform's export is stripped by its cross toolchain's strip
-        strippers = [f"assemble:{view.cross[p]}" for p, view, _paths in todo
-                     if export_platform(view, dist) and spec.get("strip", True)]
         yield {
             "name": name,
             "doc": f"{spec['repository']}:{dist.version} ({dist.prefix})"
@@ -260,7 +256,7 @@ def tasks():
                                         lambda d=dist, n=name, s=spec: image_stamp(project, d, n, s))],
             # the loader probe of a distribution with setuid files reads its toolchain's
             "task_dep": [f"assemble:{view.label(dist.name)}" for _p, view, _paths in todo]
-                        + toolchains + list(dict.fromkeys(strippers)),
+                        + toolchains,
             "targets": targets,
             "clean": [(_clean, [project, dist.name, name])],
             "verbosity": 2,
