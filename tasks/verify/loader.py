@@ -194,12 +194,19 @@ def probe_distribution(cfg, dist_name, scratch, log):
         # qemu in secure mode, and qemu hands AT_SECURE on to the guest's loader, as the
         # kernel would on that machine. The control run proves that it arrived.
         placed = {EMULATOR_INSIDE: emulator, **placed}
-    root = scratch / "loader-root"
+    # The root holds setuid-root files (another platform's: a setuid emulator, which runs
+    # any program as root) while the probe runs: a folder only root may enter keeps other
+    # users of this machine away from them. The probe itself chroots before it drops to
+    # uid 65534, so it never walks through this folder.
+    guard = scratch / "loader-guard"
+    guard.mkdir(mode=0o700)
+    os.chmod(guard, 0o700)
+    root = guard / "root"
     try:
         make_root(root, placed)
         result = run_probe(root, program, log=log, emulator=EMULATOR_INSIDE if emulator else None)
     finally:
-        files.force_rmtree(root)
+        files.force_rmtree(guard)
     return dict(result, loader=loader, program=program, distribution=owner,
                 **({"emulator": str(emulator)} if emulator else {}))
 
